@@ -1,0 +1,267 @@
+"""The one Jinja environment factory, and template compilation for mappings.
+
+Every template odpmap evaluates comes from :func:`make_environment`:
+
+* :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`: templates cannot reach Python
+  internals (``''.__class__``), call unsafe methods or mutate report data;
+* :class:`jinja2.StrictUndefined`: a missing variable or field is an error, never ``""``;
+* no autoescape: the output is events, not HTML;
+* risky globals removed (see :data:`REMOVED_GLOBALS`), each with a test;
+* filters and tests added only through the ``odpmap_prepare_jinja_environment`` hook
+  (odpmap's own, in :mod:`odpmap.builtins.filters`, go through it too).
+
+Two kinds of template value, decided by the source text, never by the rendered output:
+
+* a string that is **exactly one expression**, ``"{{ item.timestamp }}"``, is evaluated
+  as an expression and keeps its native type (an ``int`` stays an ``int``, the string
+  ``"42"`` stays a string);
+* any other string containing ``{{``/``{%`` is a **text template** and renders to ``str``;
+* a string without template syntax, a number, a boolean or ``null`` is a literal.
+
+Templates are compiled once, when a mapping is loaded (:func:`compile_value`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from .errors import TemplateSyntaxError, TemplateUndefinedError
+
+__all__ = [
+    "CONTEXT_VARIABLES",
+    "REMOVED_GLOBALS",
+    "CompiledValue",
+    "Literal",
+    "OdpmapEnvironment",
+    "make_environment",
+]
+
+#: Names every mapping template may use. See docs/mapping-reference.md, "Template context".
+CONTEXT_VARIABLES = frozenset(
+    {
+        "item",  # the current report item
+        "report",  # the whole parsed report
+        "index",  # position of the item in the report
+        "provider",  # provider name
+        "channel",  # the provider's channel type (email, sms, ...)
+        "headers",  # request headers, lower-cased names
+        "received_at",  # epoch seconds when the report was received
+        "tables",  # the mapping's lookup tables
+        "tracking",  # campaign tracking remembered for this message, or {}
+        "vars",  # the mapping's computed per-item variables
+    }
+)
+
+#: Globals Jinja provides by default that odpmap removes.
+#: ``range``: ``range(10**9)`` would let a mapping build huge lists (Airbyte removes it too).
+#: ``lipsum``, ``cycler``, ``joiner``, ``namespace``: no use in events; less surface.
+REMOVED_GLOBALS = ("range", "lipsum", "cycler", "joiner", "namespace")
+
+# Longest string or sequence a template may build with ``*`` or ``~``; guards
+# against ``'x' * 10**9`` in a mapping.
+MAX_RESULT_LENGTH = 1_000_000
+
+
+class OdpmapEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox odpmap renders mappings in. Create it with :func:`make_environment`."""
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                    if len(seq) * n > MAX_RESULT_LENGTH:
+                        raise SecurityError(
+                            f"refusing to build a sequence of {len(seq) * n} elements"
+                        )
+        if operator == "**" and isinstance(right, int) and right > 256:
+            raise SecurityError(f"refusing to compute a power with exponent {right}")
+        return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Reports are dicts: make ``item.event`` prefer the key over a dict method of
+        # the same name (``item.items`` is the field "items", not dict.items).
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+# ``binop_table`` routing through call_binop needs the intercepted operators listed.
+OdpmapEnvironment.intercepted_binops = frozenset({"*", "**"})
+
+
+def make_environment(prepare: Iterable[Callable[[jinja2.Environment], None]] = ()) -> OdpmapEnvironment:
+    """Build a fresh environment. ``prepare`` callables add filters/tests/globals.
+
+    The engine passes its plugin manager's ``odpmap_prepare_jinja_environment`` hook here,
+    so each engine has its own environment and two engines never share filters.
+    """
+    env = OdpmapEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    for name in REMOVED_GLOBALS:
+        env.globals.pop(name, None)
+    for fn in prepare:
+        fn(env)
+    return env
+
+
+_SINGLE_EXPR = re.compile(r"^\{\{-?(?P<expr>.*?)-?\}\}$", re.DOTALL)
+_HAS_SYNTAX = re.compile(r"\{\{|\{%|\{#")
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A value with no template syntax: returned as is."""
+
+    value: Any
+    location: str
+
+    is_template = False
+
+    def __call__(self, ctx: Mapping[str, Any]) -> Any:
+        return self.value
+
+    def variables(self) -> frozenset[str]:
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class CompiledValue:
+    """A compiled template value. Call it with the render context."""
+
+    source: str
+    location: str
+    native: bool
+    render: Callable[[Mapping[str, Any]], Any]
+    names: frozenset[str]
+
+    is_template = True
+
+    def __call__(self, ctx: Mapping[str, Any]) -> Any:
+        return self.render(ctx)
+
+    def variables(self) -> frozenset[str]:
+        return self.names
+
+
+def _location_kw(location: tuple[str, int | None, int | None], pointer: str) -> dict[str, Any]:
+    file, line, col = location
+    return {"file": file, "line": line, "column": col, "pointer": pointer}
+
+
+def single_expression(source: str) -> str | None:
+    """The inner expression if ``source`` is exactly ``{{ expr }}``, else ``None``."""
+    m = _SINGLE_EXPR.match(source.strip())
+    if not m:
+        return None
+    inner = m.group("expr")
+    if "{{" in inner or "}}" in inner or "{%" in inner:
+        return None
+    return inner
+
+
+def compile_value(
+    env: OdpmapEnvironment,
+    value: Any,
+    *,
+    location: tuple[str, int | None, int | None],
+    pointer: str,
+    expression: bool = False,
+    allowed: frozenset[str] = CONTEXT_VARIABLES,
+) -> Literal | CompiledValue:
+    """Compile one mapping value.
+
+    :param value: the YAML value (string, number, bool or None)
+    :param location: ``(file, line, column)`` of the value in its mapping file
+    :param pointer: where it sits in the mapping, e.g. ``rules[3].emit.data.ts``
+    :param expression: ``True`` for fields that are always expressions (``when``); the
+        braces are then optional
+    :param allowed: the variables the template may use; others fail at load time
+    :raises TemplateSyntaxError: the template does not parse
+    :raises TemplateUndefinedError: it uses a variable outside ``allowed``
+    """
+    loc_text = ":".join(str(p) for p in location if p is not None)
+    if not isinstance(value, str):
+        return Literal(value, loc_text)
+    expr_src = single_expression(value)
+    if expr_src is None and expression and not _HAS_SYNTAX.search(value):
+        expr_src = value
+    if expr_src is None and not _HAS_SYNTAX.search(value):
+        return Literal(value, loc_text)
+
+    name = f"{location[0]}#{pointer}"
+    try:
+        if expr_src is not None:
+            ast = env.parse("{{ " + expr_src + " }}", name=name, filename=location[0])
+        else:
+            ast = env.parse(value, name=name, filename=location[0])
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateSyntaxError(
+            f"template syntax error: {exc.message}"
+            + (f" (template line {exc.lineno})" if "\n" in value.strip() else ""),
+            template_lineno=exc.lineno,
+            **_location_kw(location, pointer),
+        ) from exc
+
+    names = frozenset(meta.find_undeclared_variables(ast))
+    unknown = sorted(n for n in names if n not in allowed and n not in env.globals)
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise TemplateUndefinedError(
+            f"unknown variable {unknown[0]!r} (a template can use: {known})",
+            variable=unknown[0],
+            **_location_kw(location, pointer),
+        )
+    _check_filters(env, ast, location, pointer)
+
+    if expr_src is not None:
+        fn = _compile_expression(env, expr_src, name, location[0])
+        return CompiledValue(value, loc_text, True, fn, names)
+    template = _compile_template(env, ast, name, location[0])
+    return CompiledValue(value, loc_text, False, template.render, names)
+
+
+def _check_filters(env: OdpmapEnvironment, ast: nodes.Template, location: Any, pointer: str) -> None:
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        registry = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in registry:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateSyntaxError(
+                f"template syntax error: no {kind} named {node.name!r}",
+                template_lineno=node.lineno,
+                **_location_kw(location, pointer),
+            )
+
+
+def _compile_template(env: OdpmapEnvironment, ast: nodes.Template, name: str, filename: str) -> jinja2.Template:
+    code = env.compile(ast, name=name, filename=filename)
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
+
+
+def _compile_expression(env: OdpmapEnvironment, src: str, name: str, filename: str) -> Callable[[Mapping[str, Any]], Any]:
+    # The same technique as Environment.compile_expression, but with a name and a
+    # filename so tracebacks and errors point at the mapping file.
+    ast = env.parse("{% set result = " + src + " %}", name=name, filename=filename)
+    code = env.compile(ast, name=name, filename=filename)
+    template = env.template_class.from_code(env, code, env.make_globals(None), None)
+    root = template.root_render_func
+    new_context = template.new_context
+
+    def evaluate(ctx: Mapping[str, Any]) -> Any:
+        context = new_context(ctx)  # type: ignore[arg-type]
+        for _ in root(context):
+            pass
+        result = context.vars["result"]
+        if isinstance(result, jinja2.Undefined):
+            result._fail_with_undefined_error()
+        return result
+
+    return evaluate

@@ -1,0 +1,1 @@
+"""The mapping library: YAML mappings shipped with odpmap (package data)."""
