@@ -519,10 +519,15 @@ class Engine:
                 result.skipped.append(Skipped(info.name, index, rule.id, rule.skip, item))
                 return
             events = [self._build_event(e, ctx, rule.id) for e in rule.events]
+            campaign = self._campaign_fields(mapping, ctx, rule.id)
         except RenderError as exc:
             dead("template_error", str(exc))
             return
 
+        if campaign:
+            for event in events:
+                for key, value in campaign.items():
+                    event["data"].setdefault(key, value)
         for event in events:
             errors = self.schema.errors(event)
             if errors:
@@ -538,6 +543,25 @@ class Engine:
             if spec is not None and spec.attributable and not any(f in event["data"] for f in tracking_fields):
                 counts.unattributed += 1
         result.events.extend(events)
+
+    def _campaign_fields(self, mapping: CompiledMapping, ctx: Mapping[str, Any], rule_id: str) -> dict[str, Any]:
+        """Campaign tracking fields for this item: the mapping's ``tracking:`` source
+        (provider metadata), falling back to what was remembered at send time."""
+        sources: list[Mapping[str, Any]] = []
+        if mapping.tracking is not None:
+            found = _evaluate(mapping.tracking, ctx, rule_id)
+            if isinstance(found, Mapping):
+                sources.append(found)
+        if ctx.get("tracking"):
+            sources.append(ctx["tracking"])
+        out: dict[str, Any] = {}
+        for name in self.catalogue.campaign_tracking_fields:
+            for source in sources:
+                value = source.get(name, source.get(f"odp_{name}"))
+                if value not in (None, ""):
+                    out[name] = _coerce_field(value, self.catalogue.fields.get(name, {}))
+                    break
+        return out
 
     @staticmethod
     def _build_event(compiled: Any, ctx: Mapping[str, Any], rule_id: str) -> dict[str, Any]:
@@ -599,6 +623,18 @@ class Engine:
             total.sent += report.sent
             total.rejected.extend((start + i, msg) for i, msg in report.rejected)
         return total
+
+
+def _coerce_field(value: Any, rules: Mapping[str, Any]) -> Any:
+    """Provider metadata arrives as text; numeric tracking fields become ints when they
+    are whole numbers (anything else is left for validation to report)."""
+    if rules.get("type") in ("integer", "epoch_seconds") and isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("+-").isdigit():
+            return int(text)
+    if rules.get("type") == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 def _traversable_parent(t: Traversable) -> Traversable | None:

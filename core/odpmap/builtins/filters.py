@@ -175,13 +175,16 @@ def lookup(context: jinja2.runtime.Context, key: Any, table: str, default: Any =
     raise FilterError(f"lookup: {key!r} is not in table {table!r} and the table has no default")
 
 
-def as_int(value: Any) -> int:
+def as_int(value: Any) -> int | None:
     """Strict integer conversion: ``"42"`` -> 42, ``42.0`` -> 42; anything else is an error.
 
+    ``None`` passes through (the field is then left out).
     (Jinja's own ``int`` filter silently returns 0 for bad input.)
     """
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
+    if value is None:
+        return None
     if isinstance(value, bool):
         raise FilterError(f"as_int: {value!r} is not an integer")
     if isinstance(value, int):

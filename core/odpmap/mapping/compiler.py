@@ -128,6 +128,7 @@ class CompiledMapping:
     items: Value | None
     item_id: Value | None
     message_id: Value | None
+    tracking: Value | None
     tables: dict[str, dict[Any, Any]]
     vars: dict[str, Value]
     rules: tuple[CompiledRule, ...]
@@ -356,6 +357,7 @@ class MappingCompiler:
         items = value(("items",), expression=True) if "items" in doc else None
         item_id = value(("item_id",)) if "item_id" in doc else None
         message_id = value(("message_id",)) if "message_id" in doc else None
+        tracking = value(("tracking",), expression=True) if "tracking" in doc else None
 
         defaults = doc.get("defaults") or {}
         default_ids = {k: value(("defaults", "identifiers", k)) for k in (defaults.get("identifiers") or {})}
@@ -416,6 +418,7 @@ class MappingCompiler:
             items=items,
             item_id=item_id,
             message_id=message_id,
+            tracking=tracking,
             tables=tables,
             vars=vars_,
             rules=tuple(rules),
