@@ -19,6 +19,8 @@ several threads.
 from __future__ import annotations
 
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,6 +175,10 @@ class Engine:
     :param allow_sent: accept ``<channel>/sent`` events (ODP generates them itself, so
         they are refused by default)
     :param clock: returns epoch seconds; the receive time of reports (Twilio sends none)
+    :param data_dir: folder for durable state (tracking store, outbox); default the
+        ``ODPMAP_DATA_DIR`` environment variable. Nothing is written there until needed.
+    :param tracking_store: the campaign tracking store: a registered name (default
+        ``sqlite``, in ``data_dir``) or an object with ``remember``/``recall``
     :raises ConfigError: a plugin, mapping or schema is wrong (with file:line)
     """
 
@@ -187,6 +193,8 @@ class Engine:
         strict: bool = True,
         allow_sent: bool = False,
         clock: Callable[[], float] = time.time,
+        data_dir: str | PathLike[str] | None = None,
+        tracking_store: str | Any = "sqlite",
         environ: Mapping[str, str] | None = None,
     ) -> None:
         extra = list(plugins)
@@ -198,11 +206,18 @@ class Engine:
         )
         self.clock = clock
         self.strict = strict
+        env_dir = (os.environ if environ is None else environ).get("ODPMAP_DATA_DIR")
+        self.data_dir: Path | None = Path(data_dir) if data_dir is not None else (Path(env_dir) if env_dir else None)
+        self._tracking_spec = tracking_store
+        self._tracking: Any = None if isinstance(tracking_store, str) else tracking_store
+        self._tracking_lock = threading.Lock()
         self.load_errors: list[MappingError] = []
 
         self.parsers: NamedRegistry[Callable[..., Any]] = NamedRegistry("parser")
         self.verifiers: NamedRegistry[Callable[..., bool]] = NamedRegistry("verifier")
         self.sinks: NamedRegistry[Callable[..., Sink]] = NamedRegistry("sink")
+        self.tracking_stores: NamedRegistry[Callable[..., Any]] = NamedRegistry("tracking store")
+        self._collect("odpmap_register_tracking_stores", self.tracking_stores)
         self._collect("odpmap_register_parsers", self.parsers)
         self._collect("odpmap_register_verifiers", self.verifiers)
         self._collect("odpmap_register_sinks", self.sinks)
@@ -444,6 +459,10 @@ class Engine:
             ))
             return result
 
+        if tracking is None and mapping.message_id is not None:
+            store = self._tracking_store(create=False)
+            if store is not None:
+                tracking = lambda message_id: store.recall(info.name, message_id)  # noqa: E731
         seen_ids: dict[Any, int] = {}
         for index, item in enumerate(items):
             counts.received += 1
@@ -581,6 +600,47 @@ class Engine:
             "identifiers": identifiers,
             "data": data,
         }
+
+    # -- campaign tracking ------------------------------------------------------------
+
+    def _tracking_store(self, *, create: bool) -> Any:
+        if self._tracking is not None:
+            return self._tracking
+        if self.data_dir is None:
+            if create:
+                raise ConfigError(
+                    "remembering campaign tracking needs a data directory: Engine(data_dir=...) or ODPMAP_DATA_DIR"
+                )
+            return None
+        db_exists = (self.data_dir / "odpmap.sqlite3").exists()
+        if not create and not db_exists and self._tracking_spec == "sqlite":
+            return None
+        with self._tracking_lock:
+            if self._tracking is None:
+                factory = self.tracking_stores.get(self._tracking_spec)
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self._tracking = factory(self.data_dir)
+        return self._tracking
+
+    def remember(self, provider: str, message_id: str, tracking: Mapping[str, Any]) -> None:
+        """Remember campaign tracking for a message at send time.
+
+        When the provider's report for ``message_id`` arrives, :meth:`map` adds these
+        fields (``campaign``, ``campaign_id``, ``touchpoint_id``, ...; an ``odp_``
+        prefix is accepted) to its events. For providers that echo no metadata (Twilio).
+        """
+        self.provider(provider)
+        unknown = [k for k in tracking if k.removeprefix("odp_") not in self.catalogue.campaign_tracking_fields]
+        if unknown:
+            fields = ", ".join(self.catalogue.campaign_tracking_fields)
+            raise ConfigError(f"not campaign tracking fields: {', '.join(sorted(unknown))} (known: {fields})")
+        self._tracking_store(create=True).remember(provider, str(message_id), dict(tracking))
+
+    def close(self) -> None:
+        """Release the engine's store connections (the engine stays usable)."""
+        store, self._tracking = self._tracking, (None if isinstance(self._tracking_spec, str) else self._tracking)
+        if store is not None and isinstance(self._tracking_spec, str) and hasattr(store, "close"):
+            store.close()
 
     # -- signatures and dispatch ------------------------------------------------------
 

@@ -101,6 +101,21 @@ def odpmap_register_sinks(register: Register) -> None:
     """
 
 
+@hookspec
+def odpmap_register_tracking_stores(register: Register) -> None:
+    """Register campaign tracking stores by name: ``register(name, factory)``.
+
+    ``factory(data_dir: pathlib.Path, **options)`` returns an object with
+    ``remember(provider, message_id, tracking: dict) -> None`` and
+    ``recall(provider, message_id) -> dict | None``. :meth:`odpmap.Engine.remember`
+    writes to the engine's store at send time; :meth:`odpmap.Engine.map` looks the
+    mapping's ``message_id`` up in it when a report arrives. The built-in ``sqlite``
+    store keeps them in the data directory's database.
+
+    .. versionadded:: 0.1
+    """
+
+
 # --- templating --------------------------------------------------------------------
 
 
