@@ -156,7 +156,8 @@ class OdpSink:
 
     The sink holds one :class:`httpx.Client`, so connections are reused; call :meth:`close`
     (or use it as a context manager) when done. ``stats`` counts ``requests`` (HTTP attempts),
-    ``retries``, ``sent`` and ``rejected`` events since creation.
+    ``retries``, ``sent`` and ``rejected`` events since creation; it is updated without a
+    lock, so give each sending thread its own sink when the figures must be exact.
     """
 
     name = "odp"
@@ -187,6 +188,9 @@ class OdpSink:
         if timeout <= 0 or backoff_base < 0 or backoff_max < 0:
             raise ValueError("timeout must be > 0; backoff_base and backoff_max must be >= 0")
         self.base_url = (base_url or base_url_for_api_key(api_key)).rstrip("/")
+        parsed = httpx.URL(self.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"base_url must be an http(s) URL with a host, not {self.base_url!r}")
         self.url = f"{self.base_url}/events"
         self.batch_size = batch_size
         self.max_bytes = max_bytes
@@ -255,7 +259,9 @@ class OdpSink:
                 too_big.append((index, size))
                 continue
             extra = size + (1 if current else 0)  # the separating comma
-            if current and (len(current) >= self.batch_size or current_bytes + extra > self.max_bytes):
+            if current and (
+                len(current) >= self.batch_size or current_bytes + extra > self.max_bytes
+            ):
                 batches.append(current)
                 current, current_bytes, extra = [], 2, size
             current.append(index)
@@ -301,8 +307,8 @@ class OdpSink:
                 if status in (401, 403):
                     raise DispatchError(
                         f"{status} from {self.url}: the ODP API key is wrong or lacks "
-                        f"permission to send events (use the account's private API key for "
-                        f"its region); {_describe(response)}",
+                        f"permission to send events (check the key, and that the base URL is "
+                        f"the account's region); ODP said: {_describe(response)}",
                         sink=self.name,
                         retryable=False,
                     )
@@ -337,7 +343,7 @@ class OdpSink:
         """The wait before retry ``attempt + 1``: ``Retry-After`` if given, else full jitter."""
         if retry_after is not None:
             return min(retry_after, self.backoff_max)
-        cap = min(self.backoff_max, self.backoff_base * 2.0**attempt)
+        cap = min(self.backoff_max, self.backoff_base * 2.0 ** min(attempt, 64))
         return self._rng.uniform(0.0, cap)
 
     @staticmethod
@@ -354,7 +360,11 @@ class OdpSink:
             if not isinstance(entry, dict):
                 continue
             position = entry.get("event")
-            if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < count:
+            if (
+                isinstance(position, int)
+                and not isinstance(position, bool)
+                and 0 <= position < count
+            ):
                 message = str(entry.get("message") or "invalid event")
                 found[position] = f"{found[position]}; {message}" if position in found else message
         return found

@@ -236,10 +236,11 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -347,6 +348,8 @@ class Store:
     def record_failure(self, ids: Iterable[int], error: str) -> None:
         """Count a failed delivery attempt on outbox rows; they stay pending."""
         ids = list(ids)
+        if not ids:
+            return
         with self._write() as conn:
             conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
