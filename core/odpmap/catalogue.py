@@ -64,9 +64,10 @@ class Catalogue:
             object.__setattr__(self, "_idx", idx)
         return idx
 
-    def actions_for(self, type_: str) -> list[str]:
+    def actions_for(self, type_: str, *, platform_generated: bool = False) -> list[str]:
+        """The actions of ``type_``; those ODP generates itself only if asked."""
         key = CHANNEL if type_ in self.channel_types else type_
-        return sorted(a for (t, a) in self._index if t == key)
+        return sorted(a for (t, a), spec in self._index.items() if t == key and (platform_generated or not spec.platform_generated))
 
     def event_types(self) -> set[str]:
         """All concrete ``type`` values: channel types plus fixed types (consent, list, ...)."""

@@ -393,7 +393,7 @@ class Engine:
                 found.append(exc)
                 continue
             _, errors = self.compiler.check(doc, file)
-            found.extend(errors)
+            found.extend(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
         return found
 
     # -- mapping ------------------------------------------------------------------------
