@@ -430,7 +430,7 @@ class Engine:
         if isinstance(body, (bytes, bytearray, memoryview, str)):
             raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
             try:
-                report = info.parse(raw, content_type=content_type, headers=hdrs, options=mapping.parser.options)
+                report = self._parse(info, raw, content_type, hdrs)
             except ValueError as exc:
                 counts.received = counts.dead_lettered = 1
                 result.dead_letters.append(DeadLetter(
@@ -468,6 +468,21 @@ class Engine:
             counts.received += 1
             self._map_item(info, mapping, item, index, base, result, seen_ids, tracking, content_type)
         return result
+
+    def parse(self, provider: str, body: bytes, *, content_type: str | None = None,
+              headers: Mapping[str, str] | None = None) -> Any:
+        """Parse a raw report with the provider's parser, without mapping it.
+
+        For receivers that must answer ``400`` to a body they cannot read.
+
+        :raises ValueError: the body is not a report this provider's parser can read
+        """
+        info = self.provider(provider)
+        return self._parse(info, bytes(body), content_type, {k.lower(): v for k, v in (headers or {}).items()})
+
+    @staticmethod
+    def _parse(info: ProviderInfo, raw: bytes, content_type: str | None, headers: Mapping[str, str]) -> Any:
+        return info.parse(raw, content_type=content_type, headers=headers, options=info.mapping.parser.options)
 
     @staticmethod
     def _items(mapping: CompiledMapping, report: Any, base: Mapping[str, Any]) -> Sequence[Any]:
