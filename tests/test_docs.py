@@ -7,7 +7,8 @@ In a Markdown file, in order:
 * a ```console``` block holds commands (lines starting with ``$ ``), each followed by
   its expected output (standard output and standard error together), compared exactly
   after trimming trailing spaces; ``...`` on a line of its own matches any lines;
-* a ```python``` block is run with ``python`` in the scratch folder, after the blocks
+* a ```python``` block is run with ``python`` in the scratch folder (README.md: the
+  checkout), after the blocks
   before it; a ``# prints:`` comment block at its end, if any, is compared likewise.
 
 Blocks fenced with ```text``` or without a language are prose and are not run.
@@ -81,14 +82,14 @@ def run_console(body: str, workdir: Path, where: str) -> None:
         )
 
 
-def run_python(body: str, workdir: Path, where: str) -> None:
+def run_python(body: str, workdir: Path, where: str, scratch: Path) -> None:
     expected: list[str] = []
     code_lines = body.rstrip("\n").split("\n")
     if "# prints:" in code_lines:
         cut = code_lines.index("# prints:")
         expected = [ln[2:] if ln.startswith("# ") else ln[1:] for ln in code_lines[cut + 1 :]]
         code_lines = code_lines[:cut]
-    script = workdir / "_doc_example.py"
+    script = scratch / "_doc_example.py"
     script.write_text("\n".join(code_lines) + "\n", encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, str(script)], cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=120
@@ -103,6 +104,8 @@ def run_python(body: str, workdir: Path, where: str) -> None:
 
 @pytest.mark.parametrize("doc", DOCS, ids=[p.name for p in DOCS])
 def test_doc_examples_run(doc: Path, tmp_path: Path) -> None:
+    # The README's examples use paths of the checkout; the docs' run in a scratch folder.
+    workdir = ROOT if doc.name == "README.md" else tmp_path
     ran = 0
     for lang, body, title, line in blocks(doc):
         where = f"{doc.relative_to(ROOT)}:{line}"
@@ -112,10 +115,10 @@ def test_doc_examples_run(doc: Path, tmp_path: Path) -> None:
             target.write_text(body, encoding="utf-8")
             continue
         if lang == "console":
-            run_console(body, tmp_path, where)
+            run_console(body, workdir, where)
             ran += 1
         elif lang == "python":
-            run_python(body, tmp_path, where)
+            run_python(body, workdir, where, tmp_path)
             ran += 1
     assert ran, f"{doc.name} has no runnable example"
 
