@@ -15,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import cerberus
 import yaml
 
 from .errors import SchemaDefinitionError
@@ -25,6 +26,33 @@ __all__ = ["CHANNEL", "Catalogue", "CatalogueBuilder", "EventSpec"]
 CHANNEL = "@channel"
 
 _ALLOWED_FIELD_TYPES = {"string", "integer", "number", "boolean", "epoch_seconds"}
+
+_NAMES = {"type": "list", "schema": {"type": "string", "empty": False}}
+# The shape of a catalogue fragment (catalogue.yaml and plugin files), checked by
+# cerberus before anything of it is merged.
+_FRAGMENT_SCHEMA: dict[str, Any] = {
+    "version": {"type": "integer", "min": 1},
+    "channel_types": _NAMES,
+    "events": {
+        "type": "list",
+        "schema": {
+            "type": "dict",
+            "schema": {
+                "category": {"type": "string"},
+                "type": {"type": "string", "required": True, "empty": False},
+                "actions": {**_NAMES, "required": True, "minlength": 1},
+                "required": _NAMES,
+                "allowed": {"type": "dict", "valuesrules": {"type": "list"}},
+                "platform_generated": {"type": "boolean"},
+                "attributable": _NAMES,
+            },
+        },
+    },
+    "identifiers": {"type": "dict", "valuesrules": {"type": "dict", "nullable": True}},
+    "custom_identifier_suffixes": _NAMES,
+    "fields": {"type": "dict", "valuesrules": {"type": "dict", "nullable": True}},
+    "campaign_tracking_fields": _NAMES,
+}
 
 
 @dataclass(frozen=True)
@@ -96,7 +124,7 @@ class CatalogueBuilder:
             "fields": {},
             "campaign_tracking_fields": [],
         }
-        self._source = "<catalogue>"
+        self._source = "a plugin's catalogue extension"
 
     # -- loading -------------------------------------------------------------------
 
@@ -119,7 +147,16 @@ class CatalogueBuilder:
         unknown = set(data) - set(self._data)
         if unknown:
             raise SchemaDefinitionError(f"unknown keys {sorted(unknown)}", schema="catalogue", source=source)
-        self._source = source
+        validator = cerberus.Validator(_FRAGMENT_SCHEMA)
+        if not validator.validate(data):
+            raise SchemaDefinitionError("; ".join(_flatten_errors(validator.errors)), schema="catalogue", source=source)
+        previous, self._source = self._source, source
+        try:
+            self._merge(data)
+        finally:
+            self._source = previous
+
+    def _merge(self, data: dict[str, Any]) -> None:
         if "version" in data:
             self._data["version"] = max(self._data["version"], int(data["version"]))
         self.add_channel_types(*data.get("channel_types", ()))
@@ -127,10 +164,6 @@ class CatalogueBuilder:
             entry = dict(entry)
             type_ = entry.pop("type", None)
             actions = entry.pop("actions", None)
-            if not type_ or not actions:
-                raise SchemaDefinitionError(
-                    f"event entry needs type and actions: {entry}", schema="catalogue", source=source
-                )
             self.add_event(type_, actions, **entry)
         for name, rules in (data.get("identifiers") or {}).items():
             self.add_identifier(name, rules or {})
@@ -203,3 +236,16 @@ class CatalogueBuilder:
             fields=d["fields"],
             campaign_tracking_fields=tuple(dict.fromkeys(d["campaign_tracking_fields"])),
         )
+
+
+def _flatten_errors(tree: Any, path: str = "") -> list[str]:
+    """cerberus' nested error tree as ``events[0].actions: required field`` lines."""
+    out: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            step = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+            out.extend(_flatten_errors(value, step))
+    elif isinstance(tree, list):
+        for entry in tree:
+            out.extend(_flatten_errors(entry, path) if isinstance(entry, (dict, list)) else [f"{path}: {entry}"])
+    return out

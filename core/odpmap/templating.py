@@ -64,24 +64,59 @@ CONTEXT_VARIABLES = frozenset(
 #: ``lipsum``, ``cycler``, ``joiner``, ``namespace``: no use in events; less surface.
 REMOVED_GLOBALS = ("range", "lipsum", "cycler", "joiner", "namespace")
 
-# Longest string or sequence a template may build with ``*`` or ``~``; guards
-# against ``'x' * 10**9`` in a mapping.
+# Longest string or sequence a template may build with ``*``, ``+``, ``~`` or ``join``;
+# guards against ``'x' * 10**9`` in a mapping.
 MAX_RESULT_LENGTH = 1_000_000
+# Largest integer (in bits) a template may compute with ``**``.
+MAX_POWER_BITS = 4096
+
+
+def _size(value: Any) -> int:
+    """Characters of a string, or characters/elements of a list (nested strings counted)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return len(value) + sum(len(v) for v in value if isinstance(v, str))
+    return 0
+
+
+def _too_big(size: int) -> None:
+    if size > MAX_RESULT_LENGTH:
+        raise SecurityError(f"refusing to build a value of {size} characters or elements (limit {MAX_RESULT_LENGTH})")
+
+
+class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    """Routes ``a ~ b`` through :meth:`OdpmapEnvironment.concat` so its size is checked."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: jinja2.compiler.Frame) -> None:
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class OdpmapEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox odpmap renders mappings in. Create it with :func:`make_environment`."""
 
+    code_generator_class = _CodeGenerator
+
+    def concat(self, parts: tuple[Any, ...]) -> str:
+        pieces = [str(p) for p in parts]
+        _too_big(sum(len(p) for p in pieces))
+        return "".join(pieces)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                    if len(seq) * n > MAX_RESULT_LENGTH:
-                        raise SecurityError(
-                            f"refusing to build a sequence of {len(seq) * n} elements"
-                        )
-        if operator == "**" and isinstance(right, int) and right > 256:
-            raise SecurityError(f"refusing to compute a power with exponent {right}")
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and not isinstance(n, bool):
+                    _too_big(_size(seq) * n)
+        elif operator == "+":
+            if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                _too_big(_size(left) + _size(right))
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if abs(left) > 1 and abs(left).bit_length() * right > MAX_POWER_BITS:
+                raise SecurityError(f"refusing to compute a power of more than {MAX_POWER_BITS} bits (exponent {right} too large)")
         return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -96,7 +131,13 @@ class OdpmapEnvironment(ImmutableSandboxedEnvironment):
 
 
 # ``binop_table`` routing through call_binop needs the intercepted operators listed.
-OdpmapEnvironment.intercepted_binops = frozenset({"*", "**"})
+OdpmapEnvironment.intercepted_binops = frozenset({"*", "**", "+"})
+
+
+def _safe_join(value: Any, d: str = "", attribute: Any = None) -> str:
+    items = [str(v) for v in value]
+    _too_big(sum(len(i) for i in items) + len(d) * max(len(items) - 1, 0))
+    return d.join(items)
 
 
 def make_environment(prepare: Iterable[Callable[[jinja2.Environment], None]] = ()) -> OdpmapEnvironment:
@@ -108,6 +149,7 @@ def make_environment(prepare: Iterable[Callable[[jinja2.Environment], None]] = (
     env = OdpmapEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
     for name in REMOVED_GLOBALS:
         env.globals.pop(name, None)
+    env.filters["join"] = _safe_join
     for fn in prepare:
         fn(env)
     return env
@@ -211,7 +253,13 @@ def compile_value(
             **_location_kw(location, pointer),
         ) from exc
 
-    names = frozenset(meta.find_undeclared_variables(ast))
+    _check_filters(env, ast, location, pointer)
+    try:
+        names = frozenset(meta.find_undeclared_variables(ast))
+    except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError: a check jinja makes itself
+        raise TemplateSyntaxError(
+            f"template syntax error: {exc.message}", template_lineno=exc.lineno, **_location_kw(location, pointer)
+        ) from exc
     unknown = sorted(n for n in names if n not in allowed and n not in env.globals)
     if unknown:
         known = ", ".join(sorted(allowed))
@@ -220,7 +268,6 @@ def compile_value(
             variable=unknown[0],
             **_location_kw(location, pointer),
         )
-    _check_filters(env, ast, location, pointer)
 
     if expr_src is not None:
         fn = _compile_expression(env, expr_src, name, location[0])

@@ -37,17 +37,23 @@ _ISO_RE = re.compile(
 _NUMERIC_RE = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
 
 
+def _divisor(magnitude: float) -> int:
+    if magnitude >= 1e17:  # nanoseconds
+        return 1_000_000_000
+    if magnitude >= 1e14:  # microseconds
+        return 1_000_000
+    if magnitude >= 1e11:  # milliseconds
+        return 1_000
+    return 1
+
+
 def _from_number(value: float) -> int:
+    if isinstance(value, int):  # exact: no float rounding of nanosecond values
+        d = _divisor(abs(value))
+        return int(value / d) if value < 0 else value // d
     if math.isnan(value) or math.isinf(value):
         raise FilterError(f"epoch: {value!r} is not a time")
-    magnitude = abs(value)
-    if magnitude >= 1e17:  # nanoseconds
-        value = value / 1e9
-    elif magnitude >= 1e14:  # microseconds
-        value = value / 1e6
-    elif magnitude >= 1e11:  # milliseconds
-        value = value / 1e3
-    return int(value)
+    return int(value / _divisor(abs(value)))
 
 
 def _from_iso(text: str) -> int | None:
@@ -101,7 +107,8 @@ def epoch(value: Any, format: str | None = None) -> int:  # noqa: A002 - Jinja k
             raise FilterError(f"epoch: {value!r} does not match format {format!r}") from exc
         return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
     if _NUMERIC_RE.match(text):
-        return _from_number(float(text))
+        whole = text.lstrip("+")
+        return _from_number(int(whole) if whole.lstrip("-").isdigit() else float(text))
     iso = _from_iso(text)
     if iso is not None:
         return iso
@@ -136,6 +143,8 @@ def e164(value: Any, country_code: str | int | None = None) -> str:
         if low.startswith(prefix):
             text = text[len(prefix) :]
             break
+    # "+44 (0)20 ..." writes the national trunk 0 in brackets: not part of the number.
+    text = re.sub(r"^(\+|00)(\d{1,3})\s*\(0\)", r"\1\2", text.strip())
     text = _PHONE_JUNK.sub("", text)
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -191,7 +200,7 @@ def as_int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
         return int(value)
     raise FilterError(f"as_int: {value!r} is not an integer")
 
@@ -201,7 +210,10 @@ def from_json(value: Any) -> Any:
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
     if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8")
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FilterError(f"from_json: not UTF-8: {exc}") from None
     if not isinstance(value, str):
         return value
     try:
@@ -244,14 +256,21 @@ def coalesce(*values: Any) -> Any:
     return None
 
 
+def _regex(pattern: str, name: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise FilterError(f"{name}: invalid pattern {pattern!r}: {exc}") from None
+
+
 def regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
     """``re.sub(pattern, replacement, value)``."""
-    return re.sub(pattern, replacement, str(value))
+    return _regex(pattern, "regex_replace").sub(replacement, str(value))
 
 
 def regex_search(value: Any, pattern: str, group: int = 0) -> str | None:
     """The first match of ``pattern`` in ``value`` (or its ``group``), else ``None``."""
-    m = re.search(pattern, str(value))
+    m = _regex(pattern, "regex_search").search(str(value))
     return m.group(group) if m else None
 
 

@@ -106,7 +106,8 @@ def parse_csv(body: bytes, *, content_type: str | None = None, headers: Mapping[
                 raise ValueError(f"CSV line {reader.line_num} has more fields than the header")
             rows.append(row)
     except csv.Error as exc:
-        raise ValueError(f"invalid CSV at line {reader.line_num}: {exc}") from None
+        # line_num of the underlying reader counts the line that failed.
+        raise ValueError(f"invalid CSV at line {reader.reader.line_num}: {exc}") from None
     return rows
 
 
