@@ -119,13 +119,28 @@ def _print_table(headers: list[str], rows: list[list[str]]) -> None:
 @click.option("--sink", "sink_name", default="stdout", show_default=True, help="Where events go (a registered sink).")
 @click.option("--sink-option", "sink_options", multiple=True, metavar="KEY=VALUE", help="An option for the sink.")
 @click.option("--received-at", type=float, help="Receive time in epoch seconds (default: now).")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False),
+              help="With --sink odp: the data directory holding the outbox and dead letters "
+                   "(default: ODPMAP_DATA_DIR, else ./.odpmap).")
+@click.option("--odp-base-url", "odp_base_url", metavar="URL",
+              help="With --sink odp: the ODP API base, e.g. https://api.eu1.odp.optimizely.com/v3 "
+                   "(default: from the API key's region).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 def map_command(provider: str, content_type: str | None, mappings: Sequence[str], dead_letters: str | None,
-                sink_name: str, sink_options: Sequence[str], received_at: float | None, files: Sequence[str]) -> None:
+                sink_name: str, sink_options: Sequence[str], received_at: float | None, files: Sequence[str],
+                data_dir: str | None = None, odp_base_url: str | None = None) -> None:
     """Map report FILES (or - for standard input) to ODP events, printed as JSON lines.
 
     Exit 0 when every item was mapped or skipped, 1 when something was dead-lettered.
+
+    With --sink odp, events go to the outbox of the data directory and dead letters to
+    its store, then the outbox is delivered to ODP (key: ODPMAP_ODP_API_KEY). Exit 2 when
+    ODP refuses the key (the events stay in the outbox), 3 when delivery failed for now
+    (network, 5xx: run `odpmap dispatch --once` later).
     """
+    if sink_name == "odp":
+        _map_to_outbox(provider, content_type, mappings, sink_options, received_at, files, data_dir, odp_base_url)
+        return
     engine = make_engine(mappings)
     with config_errors():
         engine.provider(provider)
@@ -257,6 +272,351 @@ def plugins(show_all: bool) -> None:
         _print_table(["NAME", "SOURCE", "HOOKS"], rows)
     else:
         click.echo("no plugins" + ("" if show_all else " (built-ins hidden; --all shows them)"), err=True)
+
+
+# --- the delivery path: map --sink odp, serve, dispatch, status, dead-letters ---------------
+# (see docs/production.md; the machinery lives in odpmap.config and odpmap.service)
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar="ODPMAP_CONFIG",
+    help="The configuration file (default: ODPMAP_CONFIG, else built-in defaults).",
+)
+data_dir_option = click.option(
+    "--data-dir", "data_dir", type=click.Path(file_okay=False),
+    help="The data directory (default: the configuration's, else ODPMAP_DATA_DIR, else ./.odpmap).",
+)
+
+_ODP_OPTION_TYPES: dict[str, type] = {
+    "batch_size": int, "max_bytes": int, "max_retries": int,
+    "timeout": float, "backoff_base": float, "backoff_max": float,
+}
+
+
+def _load_config(config_path: str | None, data_dir: str | None = None, *, require_secrets: bool = True) -> Any:
+    import dataclasses
+
+    from .config import load_config
+
+    with config_errors():
+        config = load_config(config_path, require_secrets=require_secrets)
+    if data_dir:
+        config = dataclasses.replace(config, data_dir=Path(data_dir))
+    return config
+
+
+def _show_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _odp_sink_options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in _parse_options(pairs).items():
+        kind = _ODP_OPTION_TYPES.get(key)
+        if kind is None:
+            raise UsageFailure(f"--sink-option {key}: the odp sink takes {', '.join(sorted(_ODP_OPTION_TYPES))}")
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise UsageFailure(f"--sink-option {key}={value}: not a number") from None
+    return out
+
+
+def _require_api_key(config: Any) -> None:
+    if not config.environ.get(config.odp.api_key_env):
+        raise UsageFailure(f"set {config.odp.api_key_env} to the ODP API key to send events to ODP")
+
+
+def _map_to_outbox(provider: str, content_type: str | None, mappings: Sequence[str], sink_options: Sequence[str],
+                   received_at: float | None, files: Sequence[str], data_dir: str | None,
+                   odp_base_url: str | None) -> None:
+    """``odpmap map --sink odp``: outbox and dead letters in the store, then deliver."""
+    import dataclasses
+    import hashlib
+
+    from .config import SinkConfig
+    from .service import assign_idempotence_ids, build_engine, build_sink, drain_outbox, instance_id, open_store
+    from .store import Dispatcher
+
+    config = _load_config(None, data_dir)
+    config = dataclasses.replace(
+        config,
+        mappings=tuple(Path(m) for m in mappings),
+        sink=SinkConfig(name="odp", options=_odp_sink_options(sink_options)),
+        odp=dataclasses.replace(config.odp, base_url=odp_base_url or config.odp.base_url),
+    )
+    _require_api_key(config)
+    with config_errors():
+        store = open_store(config)
+    try:
+        with config_errors():
+            engine = build_engine(config, store=store)
+            engine.provider(provider)
+            sink = build_sink(config, engine)
+        total = MapResult(provider=provider)
+        try:
+            instance = instance_id(store)
+            for name in files:
+                body = _read(name)
+                ctype = content_type or content_type_for(name)
+                result = engine.map(provider, body, content_type=ctype, received_at=received_at)
+                # ids from the file's content: mapping the same file again stores nothing twice
+                key = f"{instance}/file/{provider}/{hashlib.sha256(body).hexdigest()}"
+                assign_idempotence_ids(result.events, key)
+                if result.events:
+                    store.enqueue(result.events, provider)
+                if result.dead_letters:
+                    store.add_dead_letters(
+                        [dataclasses.replace(dl, details={**dl.details, "file": name}) for dl in result.dead_letters]
+                    )
+                total.extend(result)
+            click.echo(f"odpmap: {provider}: {total.counts.summary()}", err=True)
+            if total.dead_letters:
+                click.echo(f"odpmap: {len(total.dead_letters)} dead letter(s) stored in {_show_path(config.data_dir)}"
+                           " (odpmap dead-letters list)", err=True)
+            drained = drain_outbox(Dispatcher(store, sink, batch_size=config.odp.batch_size))
+        except OdpmapError as exc:
+            raise UsageFailure(str(exc)) from exc
+        finally:
+            sink.close()
+    finally:
+        store.close()
+    click.echo(f"odpmap: odp: sent={drained.sent} rejected={drained.rejected} pending={drained.pending}", err=True)
+    if drained.error is not None:
+        where = _show_path(config.data_dir)
+        if not drained.error.retryable:
+            raise UsageFailure(
+                f"{drained.error}\n{drained.pending} event(s) kept in the outbox of {where}; once the key is "
+                f"fixed: odpmap dispatch --data-dir {where} --once"
+            )
+        click.echo(f"odpmap: delivery failed for now: {drained.error}", err=True)
+        click.echo(f"odpmap: {drained.pending} event(s) kept in the outbox; retry: odpmap dispatch "
+                   f"--data-dir {where} --once", err=True)
+        sys.exit(3)
+    if total.dead_letters or drained.rejected:
+        sys.exit(1)
+
+
+@cli.command()
+@config_option
+@click.option("--host", help="Interface to listen on (default: server.host, 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on; 0 picks a free one (default: server.port, 8000).")
+@click.option("--dispatch/--no-dispatch", "dispatch", default=None,
+              help="Deliver the outbox in this process (default: dispatch.in_process, true).")
+def serve(config_path: str | None, host: str | None, port: int | None, dispatch: bool | None) -> None:
+    """Receive webhooks at /webhooks/PROVIDER and deliver their events, until SIGINT/SIGTERM.
+
+    Each report is committed to the data directory before the provider gets its 200;
+    a worker thread maps it, a dispatcher thread delivers the outbox. Also serves
+    /healthz and /metrics (Prometheus).
+    """
+    from .service import Service
+
+    config = _load_config(config_path)
+    _setup_logging(config.server.log_level)
+    with config_errors():
+        service = Service(config, dispatch=dispatch)
+    try:
+        def listening(url: str) -> None:
+            click.echo(f"odpmap: listening on {url} (data directory {_show_path(config.data_dir)})", err=True)
+
+        with config_errors():
+            service.serve(host, port, on_listening=listening)
+    finally:
+        service.close()
+    click.echo("odpmap: stopped", err=True)
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@click.option("--once", is_flag=True, help="Deliver what is pending, then exit.")
+def dispatch(config_path: str | None, data_dir: str | None, once: bool) -> None:
+    """Deliver the outbox to the configured sink (for a dispatcher apart from `serve`).
+
+    Runs until SIGINT/SIGTERM. With --once: exit 0 once the outbox is empty, 2 when the
+    destination refuses the key, 3 when delivery failed for now (events stay pending).
+    """
+    import signal
+    import threading
+
+    from .service import build_engine, build_sink, drain_outbox, open_store
+    from .store import Dispatcher
+
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    _setup_logging(config.server.log_level)
+    if config.sink.name == "odp":
+        _require_api_key(config)
+    stop = threading.Event()
+    with config_errors():
+        store = open_store(config)
+    try:
+        with config_errors():
+            engine = build_engine(config, store=store) if config.sink.name != "odp" else None
+            sink = build_sink(config, engine, sleep=stop.wait)
+        dispatcher = Dispatcher(store, sink, batch_size=config.dispatch.batch_size,
+                                idle_sleep=config.dispatch.idle_sleep)
+        try:
+            if once:
+                drained = drain_outbox(dispatcher)
+                click.echo(f"odpmap: sent={drained.sent} rejected={drained.rejected} pending={drained.pending}",
+                           err=True)
+                if drained.error is not None:
+                    if not drained.error.retryable:
+                        raise UsageFailure(str(drained.error))
+                    click.echo(f"odpmap: delivery failed for now: {drained.error}", err=True)
+                    sys.exit(3)
+                return
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            click.echo(f"odpmap: dispatching {_show_path(config.data_dir)} to {sink.name}", err=True)
+            try:
+                dispatcher.run_forever(stop)
+            except OdpmapError as exc:
+                raise UsageFailure(f"{exc} (events stay in the outbox)") from exc
+            click.echo("odpmap: stopped", err=True)
+        finally:
+            sink.close()
+    finally:
+        store.close()
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Outbox depth and age, delivery figures, pending reports and dead letters by reason."""
+    from .service import format_status, open_store, status_figures
+
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    with config_errors():
+        store = open_store(config, create=False)
+    with store:
+        figures = status_figures(store)
+    if as_json:
+        click.echo(json.dumps({"data_dir": str(config.data_dir), **figures}, indent=2, sort_keys=True))
+    else:
+        click.echo(format_status(figures, _show_path(config.data_dir)))
+
+
+@cli.group("dead-letters")
+def dead_letters_group() -> None:
+    """List, show and replay dead letters (odpmap never deletes them)."""
+
+
+@dead_letters_group.command("list")
+@config_option
+@data_dir_option
+@click.option("--provider", "-p", help="Only this provider's.")
+@click.option("--reason", "-r", help="Only this reason's (unparseable, unmapped, template_error, ...).")
+@click.option("--limit", type=int, help="At most this many (oldest first).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the item.")
+def dead_letters_list(config_path: str | None, data_dir: str | None, provider: str | None, reason: str | None,
+                      limit: int | None, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    from .service import open_store
+
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    with config_errors():
+        store = open_store(config, create=False)
+    with store:
+        records = store.list_dead_letters(provider=provider, reason=reason, limit=limit)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_dead_letter_json(record), ensure_ascii=False, sort_keys=True, default=str))
+        return
+    if not records:
+        click.echo("no dead letters", err=True)
+        return
+    rows = []
+    for record in records:
+        letter = record.dead_letter
+        message = letter.message if len(letter.message) <= 100 else letter.message[:97] + "..."
+        replayed = (record.replay_result or "").split(":", 1)[0] or "-"
+        rows.append([str(record.id), letter.provider, letter.reason, replayed, message])
+    _print_table(["ID", "PROVIDER", "REASON", "REPLAYED", "MESSAGE"], rows)
+
+
+def _dead_letter_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "created_at": record.created_at,
+        "replayed_at": record.replayed_at,
+        "replay_result": record.replay_result,
+        **record.dead_letter.to_dict(),
+    }
+
+
+@dead_letters_group.command("show")
+@config_option
+@data_dir_option
+@click.argument("dead_letter_id", metavar="ID", type=int)
+def dead_letters_show(config_path: str | None, data_dir: str | None, dead_letter_id: int) -> None:
+    """Print one dead letter as JSON, with its raw item."""
+    from .service import open_store
+
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    with config_errors():
+        store = open_store(config, create=False)
+    with store:
+        record = store.get_dead_letter(dead_letter_id)
+    if record is None:
+        raise UsageFailure(f"no dead letter with id {dead_letter_id}")
+    click.echo(json.dumps(_dead_letter_json(record), ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+@dead_letters_group.command("replay")
+@config_option
+@data_dir_option
+@mappings_option
+@click.option("--provider", "-p", help="Only this provider's.")
+@click.option("--reason", "-r", help="Only this reason's (default: all but rejected).")
+@click.argument("ids", nargs=-1, type=int)
+def dead_letters_replay(config_path: str | None, data_dir: str | None, mappings: Sequence[str],
+                        provider: str | None, reason: str | None, ids: Sequence[int]) -> None:
+    """Map dead letters (or those with IDS) again through the current mappings.
+
+    What now maps goes to the outbox (a running `odpmap serve` or `odpmap dispatch`
+    delivers it); every replayed letter is marked with its result and kept. Exit 1 when
+    some are still dead.
+    """
+    import dataclasses
+
+    from .service import build_engine, open_store, replay_dead_letters
+
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    if mappings:
+        config = dataclasses.replace(config, mappings=(*config.mappings, *(Path(m) for m in mappings)))
+    with config_errors():
+        store = open_store(config, create=False)
+    with store:
+        with config_errors():
+            engine = build_engine(config, store=store)
+        try:
+            summary = replay_dead_letters(engine, store, provider=provider, reason=reason, ids=list(ids) or None)
+        except OdpmapError as exc:
+            raise UsageFailure(str(exc)) from exc
+    for outcome in summary.outcomes:
+        click.echo(f"{outcome.id}  {outcome.provider}  {outcome.reason}  {outcome.result}: {outcome.message}")
+    still = summary.count("still dead")
+    click.echo(
+        f"odpmap: replayed {len(summary.outcomes)} dead letter(s): {summary.count('mapped')} mapped "
+        f"({summary.events} event(s) enqueued), {summary.count('skipped')} skipped, {still} still dead, "
+        f"{summary.count('already replayed')} already replayed",
+        err=True,
+    )
+    if still:
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -668,18 +668,22 @@ class Engine:
         secret: str,
         url: str | None = None,
         now: float | None = None,
+        scheme: str | None = None,
     ) -> bool:
         """Check a report's signature with the provider's verifier.
 
+        :param scheme: use this registered verifier instead of the provider's own (for
+            providers that offer several, e.g. Brevo: bearer token or basic auth)
         :returns: ``False`` for a wrong, missing or stale signature
         :raises ConfigError: the provider has no verifier; ``SignatureConfigError`` for
             misuse such as a malformed key
         """
         info = self.provider(provider)
-        if info.verify is None:
+        verify = self.verifiers.get(scheme) if scheme is not None else info.verify
+        if verify is None:
             raise ConfigError(f"provider {provider!r} has no signature verifier")
         hdrs = {k.lower(): v for k, v in headers.items()}
-        return bool(info.verify(bytes(body), hdrs, secret=secret, url=url, now=now))
+        return bool(verify(bytes(body), hdrs, secret=secret, url=url, now=now))
 
     def sink(self, name: str, **options: Any) -> Sink:
         """Create a sink registered under ``name`` with its options."""
