@@ -242,7 +242,7 @@ def demo(mappings: Sequence[str], only: Sequence[str]) -> None:
                      str(counts.dead_lettered), str(counts.events)])
     rows.append(["total", str(sum(int(r[1]) for r in rows)), str(grand.received), str(grand.mapped),
                  str(grand.skipped), str(grand.dead_lettered), str(grand.events)])
-    out = click.get_text_stream("stderr")
+    out = sys.stderr
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_DEMO_HEADERS)]
     for row in [_DEMO_HEADERS, *rows]:
         out.write("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + "\n")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -100,6 +100,12 @@ class OdpmapEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox odpmap renders mappings in. Create it with :func:`make_environment`."""
 
     code_generator_class = _CodeGenerator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (native, source) -> (function, variables, ast): the same template text in
+        #: several places or mappings is compiled once per environment.
+        self.compiled_cache: dict[tuple[bool, str], tuple[Callable[..., Any], frozenset[str], Any]] = {}
 
     def concat(self, parts: tuple[Any, ...]) -> str:
         pieces = [str(p) for p in parts]
@@ -184,6 +190,7 @@ class CompiledValue:
     native: bool
     render: Callable[[Mapping[str, Any]], Any]
     names: frozenset[str]
+    ast: Any = field(default=None, repr=False, compare=False)
 
     is_template = True
 
@@ -239,13 +246,24 @@ def compile_value(
     if expr_src is None and not _HAS_SYNTAX.search(value):
         return Literal(value, loc_text)
 
+    native = expr_src is not None
+    cached = env.compiled_cache.get((native, value))
+    if cached is not None:
+        fn, names, ast = cached
+        return CompiledValue(value, loc_text, native, fn, names, ast)
+
     name = f"{location[0]}#{pointer}"
+    # An expression is parsed as `{% set result = ... %}`: one parse serves the
+    # checks and the compilation.
+    source = "{% set result = " + expr_src + " %}" if native else value
     try:
-        if expr_src is not None:
-            ast = env.parse("{{ " + expr_src + " }}", name=name, filename=location[0])
-        else:
-            ast = env.parse(value, name=name, filename=location[0])
+        ast = env.parse(source, name=name, filename=location[0])
     except jinja2.TemplateSyntaxError as exc:
+        if native:  # report the error as the author wrote it, not as wrapped
+            try:
+                env.parse("{{ " + expr_src + " }}")
+            except jinja2.TemplateSyntaxError as plain:
+                exc = plain
         raise TemplateSyntaxError(
             f"template syntax error: {exc.message}"
             + (f" (template line {exc.lineno})" if "\n" in value.strip() else ""),
@@ -269,11 +287,11 @@ def compile_value(
             **_location_kw(location, pointer),
         )
 
-    if expr_src is not None:
-        fn = _compile_expression(env, expr_src, name, location[0])
-        return CompiledValue(value, loc_text, True, fn, names)
     template = _compile_template(env, ast, name, location[0])
-    return CompiledValue(value, loc_text, False, template.render, names)
+    fn = _expression_function(template) if native else template.render
+    if allowed == CONTEXT_VARIABLES:
+        env.compiled_cache[(native, value)] = (fn, names, ast)
+    return CompiledValue(value, loc_text, native, fn, names, ast)
 
 
 def _check_filters(env: OdpmapEnvironment, ast: nodes.Template, location: Any, pointer: str) -> None:
@@ -293,12 +311,9 @@ def _compile_template(env: OdpmapEnvironment, ast: nodes.Template, name: str, fi
     return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
-def _compile_expression(env: OdpmapEnvironment, src: str, name: str, filename: str) -> Callable[[Mapping[str, Any]], Any]:
-    # The same technique as Environment.compile_expression, but with a name and a
-    # filename so tracebacks and errors point at the mapping file.
-    ast = env.parse("{% set result = " + src + " %}", name=name, filename=filename)
-    code = env.compile(ast, name=name, filename=filename)
-    template = env.template_class.from_code(env, code, env.make_globals(None), None)
+def _expression_function(template: jinja2.Template) -> Callable[[Mapping[str, Any]], Any]:
+    """Evaluate a compiled ``{% set result = ... %}`` and return ``result`` natively
+    (the technique of :meth:`jinja2.Environment.compile_expression`)."""
     root = template.root_render_func
     new_context = template.new_context
 

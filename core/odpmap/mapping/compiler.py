@@ -301,9 +301,7 @@ class MappingCompiler:
     def _check_template_refs(self, raw: str, value: CompiledValue, pos: Pos, pointer: str,
                              allowed_vars: set[str] | None, tables: Mapping[str, Any] | None, expression: bool) -> None:
         """``vars.x`` must be declared; ``lookup('t')`` must name a declared table."""
-        src = single_expression(raw)
-        text = "{{ " + src + " }}" if src is not None else ("{{ " + raw + " }}" if expression and "{" not in raw else raw)
-        ast = self.env.parse(text)
+        ast = value.ast
         for node in ast.find_all(nodes.Getattr):
             if isinstance(node.node, nodes.Name) and node.node.name == "vars" and allowed_vars is not None:
                 if node.attr not in allowed_vars:
