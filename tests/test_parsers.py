@@ -245,8 +245,8 @@ def test_auto_sniffs_without_a_useful_content_type(content_type: str | None, bod
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/xml", "text/html; charset=utf-8", "multipart/form-data; boundary=x"],
-    ids=["xml", "html", "multipart"],
+    ["application/xml", "text/html; charset=utf-8", "multipart/mixed; boundary=x"],
+    ids=["xml", "html", "multipart-mixed"],
 )
 def test_auto_unsupported_content_type(content_type: str) -> None:
     mime = content_type.split(";")[0]
@@ -277,5 +277,36 @@ def test_builtin_parsers_are_registered() -> None:
     parsers.odpmap_register_parsers(register)
     assert registered == {
         "auto": parse_auto, "json": parse_json, "jsonl": parse_jsonl, "form": parse_form, "query": parse_form,
-        "csv": parse_csv,
+        "csv": parse_csv, "multipart": parsers.parse_multipart,
     }
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]], boundary: str = "XyZb0und") -> bytes:
+    out = b""
+    for name, value in fields.items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+    for name, (filename, data) in files.items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def test_multipart_form_data_fields_and_files() -> None:
+    from odpmap.builtins.parsers import parse_auto, parse_multipart
+
+    body = _multipart({"event": "delivered", "recipient": "a@example.com", "tag": "x"},
+                      {"attachment-1": ("note.txt", b"\x00\x01binary")})
+    ctype = "multipart/form-data; boundary=XyZb0und"
+    parsed = parse_multipart(body, content_type=ctype)
+    assert parsed["event"] == "delivered" and parsed["recipient"] == "a@example.com"
+    assert parsed["attachment-1"] == {"filename": "note.txt", "content_type": "application/octet-stream", "size": 8}
+    assert parse_auto(body, content_type=ctype) == parsed
+
+
+def test_multipart_without_boundary_or_broken_is_a_value_error() -> None:
+    from odpmap.builtins.parsers import parse_multipart
+
+    with pytest.raises(ValueError, match="boundary"):
+        parse_multipart(b"--x--", content_type="multipart/form-data")
+    with pytest.raises(ValueError):
+        parse_multipart(b"not multipart at all", content_type="multipart/form-data; boundary=abc")

@@ -746,3 +746,22 @@ def test_vonage_age_window() -> None:
 def test_vonage_unknown_method_is_a_config_error() -> None:
     with pytest.raises(SignatureConfigError):
         verify_vonage(VONAGE_DLR, {}, secret="vonage-secret", method="sha3", now=VONAGE_TS)
+
+
+def test_mailgun_legacy_multipart_webhook_verifies() -> None:
+    import hashlib
+    import hmac as _hmac
+    import time as _time
+
+    from odpmap.signatures import verify_mailgun
+
+    key, ts, token = "key-multipart", str(int(_time.time())), "t" * 50
+    sig = _hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    b = "b0und"
+    parts = {"event": "bounced", "timestamp": ts, "token": token, "signature": sig}
+    body = "".join(f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n" for k, v in parts.items())
+    body += f"--{b}\r\nContent-Disposition: form-data; name=\"attachment-1\"; filename=\"m.eml\"\r\n\r\nX\r\n--{b}--\r\n"
+    headers = {"content-type": f"multipart/form-data; boundary={b}"}
+    assert verify_mailgun(body.encode(), headers, secret=key)
+    assert not verify_mailgun(body.encode(), headers, secret="other-key")
+    assert not verify_mailgun(body.replace(sig, "0" * 64).encode(), headers, secret=key)

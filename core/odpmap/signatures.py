@@ -255,8 +255,17 @@ def verify_sendgrid(
 # --- Mailgun ---------------------------------------------------------------------
 
 
-def _mailgun_signature_fields(body: bytes) -> Mapping[str, object] | None:
-    """The ``timestamp``/``token``/``signature`` fields of a JSON or legacy form webhook."""
+def _mailgun_signature_fields(body: bytes, content_type: str | None = None) -> Mapping[str, object] | None:
+    """The ``timestamp``/``token``/``signature`` fields of a JSON, legacy form or
+    legacy multipart (with attachments) webhook."""
+    if content_type and content_type.lower().startswith("multipart/form-data"):
+        from .builtins.parsers import multipart_fields
+
+        try:
+            fields = multipart_fields(body, content_type)
+        except ValueError:
+            return None
+        return fields if all(isinstance(fields.get(k), str) for k in ("timestamp", "token")) else None
     if _looks_like_json(body):
         document = _json_object(body)
         fields = document.get("signature") if document else None
@@ -277,10 +286,10 @@ def verify_mailgun(
     now: float | None = None,
     max_age: float | None = 900.0,
 ) -> bool:
-    """Verify a Mailgun webhook (JSON webhooks, and legacy form-encoded ones).
+    """Verify a Mailgun webhook (JSON webhooks, and legacy form-encoded or multipart ones).
 
-    The signature is inside the body, so ``headers`` are not used. Legacy
-    ``multipart/form-data`` bodies are not parsed and give ``False``.
+    The signature is inside the body; ``headers`` give only the ``content-type`` (for
+    multipart bodies, whose boundary it names).
 
     :param secret: the HTTP webhook signing key of the Mailgun account (for a subaccount's
         events, either the subaccount's key or the primary account's, which signs
@@ -291,7 +300,7 @@ def verify_mailgun(
     """
     _require_secret(secret, "mailgun")
     _check_max_age(max_age, "mailgun")
-    fields = _mailgun_signature_fields(body)
+    fields = _mailgun_signature_fields(body, _lower(headers).get("content-type"))
     if fields is None:
         return False
     timestamp, token = fields.get("timestamp"), fields.get("token")

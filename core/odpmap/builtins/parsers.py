@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from ..hookspecs import hookimpl
 from ..registry import Register
 
-__all__ = ["parse_auto", "parse_csv", "parse_form", "parse_json", "parse_jsonl"]
+__all__ = ["multipart_fields", "parse_auto", "parse_csv", "parse_form", "parse_json", "parse_jsonl", "parse_multipart"]
 
 
 def _text(body: bytes, options: Mapping[str, Any]) -> str:
@@ -55,7 +55,7 @@ def parse_jsonl(body: bytes, *, content_type: str | None = None, headers: Mappin
     return out
 
 
-def _pairs_to_dict(pairs: list[tuple[str, str]], multi: str) -> dict[str, Any]:
+def _pairs_to_dict(pairs: list[tuple[str, Any]], multi: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -111,6 +111,45 @@ def parse_csv(body: bytes, *, content_type: str | None = None, headers: Mapping[
     return rows
 
 
+def parse_multipart(body: bytes, *, content_type: str | None = None, headers: Mapping[str, str] | None = None,
+                    options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``multipart/form-data`` (e.g. Mailgun's legacy webhooks with attachments).
+
+    Text fields become strings (a repeated name a list); file parts are described as
+    ``{"filename", "content_type", "size"}`` without their content.
+    """
+    return multipart_fields(body, content_type)
+
+
+def multipart_fields(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """The fields of a ``multipart/form-data`` body (see :func:`parse_multipart`)."""
+    import email.parser
+    import email.policy
+
+    if not content_type or not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise ValueError("multipart body needs a multipart/form-data content type with a boundary")
+    head = f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise ValueError(f"invalid multipart body: {', '.join(type(d).__name__ for d in message.defects) or 'no parts'}")
+    pairs: list[tuple[str, Any]] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            raise ValueError("a multipart part has no name")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            pairs.append((name, {"filename": filename, "content_type": part.get_content_type(), "size": len(payload)}))
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            pairs.append((name, payload.decode(charset)))
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise ValueError(f"multipart field {name!r} is not valid {charset}: {exc}") from None
+    return _pairs_to_dict(pairs, "list")  # type: ignore[arg-type]
+
+
 _BY_CONTENT_TYPE = {
     "application/json": parse_json,
     "text/json": parse_json,
@@ -118,6 +157,7 @@ _BY_CONTENT_TYPE = {
     "application/jsonl": parse_jsonl,
     "application/x-jsonlines": parse_jsonl,
     "application/x-www-form-urlencoded": parse_form,
+    "multipart/form-data": parse_multipart,
     "text/csv": parse_csv,
     "application/csv": parse_csv,
 }
@@ -147,3 +187,4 @@ def odpmap_register_parsers(register: Register) -> None:
     register("form", parse_form)
     register("query", parse_form)
     register("csv", parse_csv)
+    register("multipart", parse_multipart)
