@@ -357,7 +357,6 @@ def test_demo(sendgrid_engine: Engine) -> None:
     assert "every item accounted for: received = mapped + skipped + dead-lettered" in proc.stderr
 
 
-@pytest.mark.filterwarnings("ignore:'get_text_stream' is deprecated:DeprecationWarning")
 def test_demo_one_provider(odpmap_in_process: InProcess) -> None:
     result = odpmap_in_process("demo", "-p", "vonage")
     assert result.exit_code == 0
@@ -367,10 +366,9 @@ def test_demo_one_provider(odpmap_in_process: InProcess) -> None:
     assert unknown.exit_code == 2 and "unknown provider 'nope'" in unknown.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: demo calls click.get_text_stream, deprecated in Click 8.2+ "
-                                       "(a DeprecationWarning on stderr; an error under -W error)")
 def test_demo_uses_no_deprecated_api(odpmap_in_process: InProcess) -> None:
-    # pytest turns warnings into errors (filterwarnings = error)
+    # regression: demo used click.get_text_stream, deprecated since Click 8.2; pytest turns
+    # warnings into errors here (filterwarnings = error)
     assert odpmap_in_process("demo", "-p", "vonage").exit_code == 0
 
 

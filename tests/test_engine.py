@@ -571,7 +571,7 @@ def test_tracking_from_provider_metadata(tracked: Engine) -> None:
                                       "odp_campaign": "spring", "touchpoint_id": 7, "campaign_group_id": 3}])
     data = result.events[0]["data"]
     assert data["campaign_id"] == 12 and data["campaign"] == "spring" and data["touchpoint_id"] == 7
-    assert "campaign_group_id" not in data  # not a campaign tracking field
+    assert data["campaign_group_id"] == 3
     assert result.counts.unattributed == 0
 
 
