@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 from odpmap import Engine
-from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases
+from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases, without_idempotence_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "mappings" / "samples" / "vonage"
@@ -142,7 +142,7 @@ def test_err_codes(engine, code: str, expected: str, meaning: str) -> None:
 @pytest.mark.parametrize("status", ["failed", "rejected"])
 def test_err_code_9_is_the_recipient_opting_out(engine, status: str) -> None:
     result = map_json(engine, dlr(status=status, **{"err-code": "9"}))
-    assert result.events == [{
+    assert without_idempotence_ids(result.events) == [{
         "type": "consent", "action": "opt-out", "identifiers": {"phone": "+447700900000"},
         "data": {"ts": DLR_TS, "target_address": "+447700900000"},
     }]
@@ -210,7 +210,7 @@ def test_event_time_without_any_timestamp_is_the_receive_time(engine) -> None:
 @pytest.mark.parametrize("text", ["STOP", "stop", " Stop. ", "STOPALL", "Unsubscribe", "CANCEL", "end", "QUIT"])
 def test_inbound_opt_out_keywords(engine, text: str) -> None:
     result = map_json(engine, inbound(text))
-    assert result.events == [{
+    assert without_idempotence_ids(result.events) == [{
         "type": "consent", "action": "opt-out", "identifiers": {"phone": "+447700900001"},
         "data": {"ts": DLR_TS, "target_address": "+447700900001"},
     }]

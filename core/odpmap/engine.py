@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -514,6 +515,7 @@ class Engine:
         ctx["tracking"] = {}
         ctx["vars"] = _LazyVars(mapping.vars, ctx)
         rule: CompiledRule | None = None
+        item_key: str | None = None
 
         def dead(reason: str, message: str, **details: Any) -> None:
             counts.dead_lettered += 1
@@ -527,6 +529,7 @@ class Engine:
                 item_id = _evaluate(mapping.item_id, ctx, None)
                 if item_id is not None:
                     key = item_id if isinstance(item_id, (str, int)) else repr(item_id)
+                    item_key = str(key)
                     if key in seen_ids:
                         counts.skipped += 1
                         counts.duplicates += 1
@@ -562,6 +565,11 @@ class Engine:
             for event in events:
                 for key, value in campaign.items():
                     event["data"].setdefault(key, value)
+        if item_key is not None:
+            # The same provider event delivered again (a webhook retry, an overlapping
+            # pull) gets the same idempotence ids, so the outbox and ODP see one event.
+            for n, event in enumerate(events):
+                event["data"].setdefault("idempotence_id", idempotence_id(info.name, item_key, n))
         for event in events:
             errors = self.schema.errors(event)
             if errors:
@@ -702,6 +710,14 @@ class Engine:
             total.sent += report.sent
             total.rejected.extend((start + i, msg) for i, msg in report.rejected)
         return total
+
+
+_IDEMPOTENCE_NAMESPACE = uuid.UUID("5c1e3a52-5b55-4b8e-9d5e-0d0f6d1b7a31")
+
+
+def idempotence_id(provider: str, item_id: str, n: int) -> str:
+    """A stable ``data.idempotence_id`` for the ``n``-th event of a provider's item."""
+    return str(uuid.uuid5(_IDEMPOTENCE_NAMESPACE, f"{provider}\x1f{item_id}\x1f{n}"))
 
 
 def _coerce_field(value: Any, rules: Mapping[str, Any]) -> Any:

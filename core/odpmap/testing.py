@@ -39,6 +39,7 @@ __all__ = [
     "engine_for",
     "golden_cases",
     "outcome_summary",
+    "without_idempotence_ids",
 ]
 
 #: The receive time golden tests use (providers without event times, e.g. Twilio).
@@ -68,6 +69,11 @@ def assert_valid_events(engine: Engine, result: MapResult) -> None:
     for event in result.events:
         errors = engine.schema.errors(event)
         assert not errors, (event, errors)
+
+
+def without_idempotence_ids(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events with ``data.idempotence_id`` removed, for comparing event content."""
+    return [{**e, "data": {k: v for k, v in e["data"].items() if k != "idempotence_id"}} for e in events]
 
 
 def golden_cases(samples_dir: str | os.PathLike[str], pattern: str = "*") -> list[Path]:
