@@ -609,8 +609,6 @@ def test_tracking_store_and_precedence(tracked: Engine) -> None:
     assert "unattributed=2" in result.counts.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an empty unprefixed tracking field hides the odp_ one "
-                                       "(Engine._campaign_fields: source.get(name, source.get('odp_' + name)))")
 def test_empty_tracking_field_does_not_hide_prefixed_one(tracked: Engine) -> None:
     result = map_ok(tracked, "acme", [{"event": "delivered", "email": "a@x.io", "campaign": "", "odp_campaign": "c"}])
     assert result.events[0]["data"]["campaign"] == "c"

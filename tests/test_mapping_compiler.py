@@ -362,8 +362,6 @@ def test_lint_reports_every_problem_of_a_file(write_mapping: Callable[[str, str]
                                          TemplateUndefinedError]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a rule whose `when` fails to compile is taken for a catch-all, "
-                                       "so lint adds a false 'can never match' error for every later rule")
 def test_rule_with_broken_when_is_not_a_catch_all(write_mapping: Callable[[str, str], Path], linter: Engine) -> None:
     path = write_mapping("acme.yaml", HEAD + textwrap.dedent("""\
         rules:
@@ -376,8 +374,6 @@ def test_rule_with_broken_when_is_not_a_catch_all(write_mapping: Callable[[str, 
     assert [e.pointer for e in linter.lint([path])] == ["rules[0].when"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an unknown parser stops the check; lint reports nothing else "
-                                       "(compiler._compile calls _parser_spec outside errors.guard())")
 def test_unknown_parser_does_not_hide_other_problems(write_mapping: Callable[[str, str], Path],
                                                      linter: Engine) -> None:
     path = write_mapping("acme.yaml", HEAD + "parser: nope\nrules:\n  - id: a\n    emit: {action: deliver}\n")
@@ -611,8 +607,6 @@ def test_extends_unknown_parent(write_mapping: Callable[[str, str], Path],
     assert "extends 'nosuch': no provider or file of that name" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an unknown extends parent is reported without line:col "
-                                       "(Engine._resolve_extends raises with file only)")
 def test_extends_unknown_parent_has_line_and_column(write_mapping: Callable[[str, str], Path],
                                                     hermetic_engine: Callable[..., Engine]) -> None:
     child = write_mapping("child.yaml", "provider: child\nextends: nosuch\n")
@@ -635,8 +629,6 @@ def test_child_catch_all_makes_parent_rules_unreachable(write_mapping: Callable[
     assert f"rule 'open' can never match: rule 'all' ({child}:4:5) matches every item" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a duplicate rule id in a child that overrides a parent rule is "
-                                       "silently dropped (compiler._merge_rules keeps the last one only)")
 def test_duplicate_rule_id_in_child_overriding_parent(write_mapping: Callable[[str, str], Path],
                                                       hermetic_engine: Callable[..., Engine]) -> None:
     write_mapping("base.yaml", BASE)

@@ -126,7 +126,6 @@ def test_merge_key_without_override() -> None:
     assert doc["d"] == {"x": 1, "y": 2, "z": 3}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: loader reports a key overriding a `<<` merge key as a duplicate")
 def test_merge_key_can_be_overridden() -> None:
     # YAML merge keys: an explicit key overrides the merged one (PyYAML's SafeLoader agrees).
     doc = load_yaml("base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\n", "m.yaml")

@@ -121,8 +121,6 @@ def test_entry_point_plugin_source_is_its_distribution(fake_dist: FakeDist, tmp_
     assert "acme" not in Engine(environ={"ODPMAP_LOAD_PLUGINS": "sendgrid"}).providers
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a hook implementation without spec is reported with the module "
-                                       "name, not the entry-point name, and without the distribution")
 def test_entry_point_plugin_with_unknown_hook_names_distribution(fake_dist: FakeDist) -> None:
     fake_dist("fakeplug", "0.1", entry_points={"nohook": "nohook_mod_xyz"}, modules_src={"nohook_mod_xyz": """\
         from odpmap import hookimpl
@@ -278,7 +276,6 @@ def test_duplicate_provider_names_both_files(tmp_path: Path) -> None:
         Engine(autoload=False, plugins=[dup], strict=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a duplicate provider names the second source only")
 def test_duplicate_provider_names_both_sources(tmp_path: Path) -> None:
     (tmp_path / "vonage.yaml").write_text(simple("vonage", "sms"))
     dup = Registers(odpmap_register_providers=lambda register: register(Provider(mapping=tmp_path / "vonage.yaml")))
@@ -489,8 +486,6 @@ def test_hook_odpmap_extend_catalogue(tmp_path: Path) -> None:
         Engine(autoload=False, mapping_paths=[tmp_path])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Catalogue.lookup maps every channel type to '@channel', so an event "
-                                       "added for one channel type (add_event('rcs', ...)) is never found")
 def test_event_added_for_one_channel_type() -> None:
     def extend(catalogue: Any) -> None:
         catalogue.add_channel_types("rcs")

@@ -81,8 +81,12 @@ class Catalogue:
     campaign_tracking_fields: tuple[str, ...]
 
     def lookup(self, type_: str, action: str) -> EventSpec | None:
-        """The spec for ``type_``/``action``; channel types match ``@channel`` entries."""
-        return self._index.get((CHANNEL if type_ in self.channel_types else type_, action))
+        """The spec for ``type_``/``action``: an entry for that type first, then, for a
+        channel type, the ``@channel`` entries."""
+        spec = self._index.get((type_, action))
+        if spec is None and type_ in self.channel_types:
+            spec = self._index.get((CHANNEL, action))
+        return spec
 
     @property
     def _index(self) -> dict[tuple[str, str], EventSpec]:
@@ -94,8 +98,9 @@ class Catalogue:
 
     def actions_for(self, type_: str, *, platform_generated: bool = False) -> list[str]:
         """The actions of ``type_``; those ODP generates itself only if asked."""
-        key = CHANNEL if type_ in self.channel_types else type_
-        return sorted(a for (t, a), spec in self._index.items() if t == key and (platform_generated or not spec.platform_generated))
+        keys = {type_, CHANNEL} if type_ in self.channel_types else {type_}
+        return sorted({a for (t, a), spec in self._index.items()
+                       if t in keys and (platform_generated or not spec.platform_generated)})
 
     def event_types(self) -> set[str]:
         """All concrete ``type`` values: channel types plus fixed types (consent, list, ...)."""

@@ -270,6 +270,7 @@ class Engine:
 
         # Parse every mapping first, so `extends` can name any provider.
         parsed: list[tuple[Provider, str, PosDict, str]] = []
+        sources: dict[str, str] = {}
         for provider, source in registered:
             file = provider.mapping_file()
             if source.startswith("plugin _MappingPaths") or source == "plugin mapping-paths":
@@ -293,9 +294,12 @@ class Engine:
                 ))
                 continue
             if name in self._docs:
-                first = self._docs[name][1]
-                raise ConfigError(f"provider {name!r} is defined twice: {first} and {file} ({source})")
+                first_file, first_source = self._docs[name][1], sources[name]
+                raise ConfigError(
+                    f"provider {name!r} is defined twice: {first_file} ({first_source}) and {file} ({source})"
+                )
             self._docs[name] = (doc, file)
+            sources[name] = source
             parsed.append((provider, source, doc, file))
 
         for provider, source, doc, file in parsed:
@@ -598,11 +602,12 @@ class Engine:
             sources.append(ctx["tracking"])
         out: dict[str, Any] = {}
         for name in self.catalogue.campaign_tracking_fields:
-            for source in sources:
-                value = source.get(name, source.get(f"odp_{name}"))
-                if value not in (None, ""):
-                    out[name] = _coerce_field(value, self.catalogue.fields.get(name, {}))
-                    break
+            value = next(
+                (v for source in sources for v in (source.get(name), source.get(f"odp_{name}")) if v not in (None, "")),
+                None,
+            )
+            if value is not None:
+                out[name] = _coerce_field(value, self.catalogue.fields.get(name, {}))
         return out
 
     @staticmethod

@@ -119,7 +119,8 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginLoadError(str(exc), plugin=getattr(exc.plugin, "__name__", str(exc.plugin))) from exc
+        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+        raise PluginLoadError(str(exc), plugin=name, dist=pm.dists.get(name)) from exc
 
     if environ.get("ODPMAP_TRACE_PLUGINS"):
         def before(hook_name: str, impls: Any, kwargs: Any) -> None:

@@ -236,7 +236,12 @@ class MappingCompiler:
             raise MappingSyntaxError("extends must be a provider name or a file path", **_kw(pos))
         if self.resolve is None:
             raise MappingSyntaxError(f"cannot resolve extends {parent_ref!r} here", **_kw(pos))
-        parent_doc, parent_file = self.resolve(parent_ref, file)
+        try:
+            parent_doc, parent_file = self.resolve(parent_ref, file)
+        except MappingError as exc:
+            if exc.line is None:  # name the `extends` line, not just the file
+                raise MappingSyntaxError(exc.message, **_kw(pos), pointer="extends") from exc
+            raise
         if parent_file in seen or parent_file == file:
             raise MappingSyntaxError(f"extends cycle: {' -> '.join((*seen, file, parent_file))}", **_kw(pos))
         parent_doc, chain = self._apply_extends(parent_doc, parent_file, (*seen, file))
@@ -329,7 +334,9 @@ class MappingCompiler:
                 f"unknown channel type {channel!r} (known: {', '.join(sorted(self.catalogue.channel_types))})",
                 **_kw(position_of(doc, ("channel",))), pointer="channel",
             )
-        parser = self._parser_spec(doc)
+        parser = ParserSpec("auto")
+        with errors.guard():
+            parser = self._parser_spec(doc)
         verify = doc.get("verify")
         if verify is not None and verify not in self.verifiers:
             with errors.guard():
@@ -362,15 +369,19 @@ class MappingCompiler:
         default_data = {k: value(("defaults", "data", k)) for k in (defaults.get("data") or {})}
 
         rules: list[CompiledRule] = []
-        seen_ids: dict[str, Pos] = {}
+        # Duplicate ids are reported at the later occurrence in the files (after
+        # `extends`, a child's rules may be reordered around the parent's).
+        first_of_id: dict[str, Pos] = {}
+        for i, r in sorted(enumerate(doc["rules"]), key=lambda ir: position_of(doc, ("rules", ir[0])) or doc.pos):
+            first_of_id.setdefault(r["id"], position_of(doc, ("rules", i)) or doc.pos)
         catch_all: CompiledRule | None = None
         for i, raw_rule in enumerate(doc["rules"]):
             rule_pos = position_of(doc, ("rules", i))
             rid = raw_rule["id"]
             with errors.guard():
-                if rid in seen_ids:
+                if first_of_id[rid] != (rule_pos or doc.pos):
                     raise MappingSyntaxError(
-                        f"duplicate rule id {rid!r} (first at line {seen_ids[rid][1]})",
+                        f"duplicate rule id {rid!r} (first at line {first_of_id[rid][1]})",
                         **_kw(position_of(doc, ("rules", i, "id"))), pointer=f"rules[{i}].id",
                     )
                 if "emit" not in raw_rule and "skip" not in raw_rule:
@@ -382,7 +393,6 @@ class MappingCompiler:
                         f"rule {rid!r} can never match: rule {catch_all.id!r} ({catch_all.location}) matches every item",
                         **_kw(rule_pos), pointer=f"rules[{i}]",
                     )
-            seen_ids.setdefault(rid, rule_pos or doc.pos)
             when = value(("rules", i, "when"), expression=True) if "when" in raw_rule else None
             events: list[CompiledEvent] = []
             if "emit" in raw_rule:
@@ -400,7 +410,9 @@ class MappingCompiler:
                 events=tuple(events),
                 description=raw_rule.get("description"),
             )
-            if rule.catch_all and catch_all is None:
+            # Decided from the text, so a `when` that failed to compile is not taken
+            # for a catch-all (which would report every later rule as unreachable).
+            if ("when" not in raw_rule or raw_rule["when"] is True) and catch_all is None:
                 catch_all = rule
             rules.append(rule)
 
@@ -593,17 +605,23 @@ def _merge_dicts(a: PosDict, b: PosDict) -> PosDict:
 
 
 def _merge_rules(parent: PosList, child: PosList) -> PosList:
-    child_by_id = {r.get("id"): (r, pos) for r, pos in zip(child, child.item_pos) if isinstance(r, dict)}
-    replaced = set()
+    # The first child rule with a parent rule's id replaces it in place; any further
+    # child rule with that id stays in the child's list, so the duplicate is reported.
+    child_by_id: dict[Any, int] = {}
+    for i, r in enumerate(child):
+        if isinstance(r, dict) and r.get("id") not in child_by_id:
+            child_by_id[r.get("id")] = i
+    used: set[int] = set()
     rest: list[tuple[Any, Pos]] = []
     for r, pos in zip(parent, parent.item_pos):
         rid = r.get("id") if isinstance(r, dict) else None
-        if rid in child_by_id:
-            rest.append(child_by_id[rid])
-            replaced.add(rid)
+        if rid is not None and rid in child_by_id:
+            i = child_by_id[rid]
+            rest.append((child[i], child.item_pos[i]))
+            used.add(i)
         else:
             rest.append((r, pos))
-    new = [(r, pos) for r, pos in zip(child, child.item_pos) if not (isinstance(r, dict) and r.get("id") in replaced)]
+    new = [(r, pos) for i, (r, pos) in enumerate(zip(child, child.item_pos)) if i not in used]
     merged = new + rest
     out = PosList(r for r, _ in merged)
     out.pos = child.pos

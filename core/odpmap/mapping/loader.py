@@ -42,11 +42,15 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PosDict:
+    # Keys written in this mapping, as opposed to keys brought in by a `<<` merge:
+    # an explicit key may override a merged one; two explicit ones are a mistake.
+    explicit = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
     out = PosDict()
     out.pos = loader._pos(node)
     out.key_pos = {}
     out.value_pos = {}
+    merged: set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -56,11 +60,18 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PosDict:
                 "a mapping key must be a plain value", **_kw(loader._pos(key_node))
             ) from None
         if key in out:
-            first = out.key_pos[key]
-            raise MappingSyntaxError(
-                f"duplicate key {key!r} (first defined at line {first[1]})",
-                **_kw(loader._pos(key_node)),
-            )
+            if key in merged and id(key_node) in explicit:
+                merged.discard(key)  # an explicit key overrides a merged one
+            elif id(key_node) not in explicit:
+                continue  # of several merged mappings, the first one's key wins
+            else:
+                first = out.key_pos[key]
+                raise MappingSyntaxError(
+                    f"duplicate key {key!r} (first defined at line {first[1]})",
+                    **_kw(loader._pos(key_node)),
+                )
+        elif id(key_node) not in explicit:
+            merged.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_pos[key] = loader._pos(key_node)
         out.value_pos[key] = loader._pos(value_node)
