@@ -852,3 +852,43 @@ def test_map_from_several_threads(acme: Engine) -> None:
             assert result.events == expected[n].events
             assert result.dead_letters == expected[n].dead_letters
             assert result.counts == expected[n].counts
+
+
+def test_verify_options_in_the_mapping_reach_the_verifier(tmp_path: Path) -> None:
+    """`verify: {name, options}` passes options (here Vonage's HMAC method) to the verifier."""
+    from urllib.parse import urlencode
+
+    (tmp_path / "vonage-hmac.yaml").write_text(
+        "format: 1\nprovider: vonage-hmac\nextends: vonage\nverify: {name: vonage, options: {method: sha256}}\n"
+    )
+    engine = Engine(autoload=False, mapping_paths=[tmp_path])
+    # Published in Vonage/vonage-python-sdk (secret "signature_secret", timestamp 1234567890).
+    sig = "280c4320703dbc98bfa22db676655ed2acfbfe8792b062ff7622e67f1183c287"
+    body = urlencode({"param1": "value1", "param2": "value2", "timestamp": 1234567890, "sig": sig}).encode()
+    assert engine.verify("vonage-hmac", body, {}, secret="signature_secret", now=1234567891)
+    # The same body under the plain provider (md5hash by default) does not verify.
+    assert not engine.verify("vonage", body, {}, secret="signature_secret", now=1234567891)
+
+
+def test_first_passes_over_a_null_value_given_to_a_filter(tmp_path: Path) -> None:
+    (tmp_path / "nulls.yaml").write_text(textwrap.dedent("""\
+        format: 1
+        provider: nulls
+        channel: sms
+        defaults:
+          identifiers: {phone: "{{ item.to | e164 }}"}
+          data:
+            target_address: "{{ item.to | e164 }}"
+            ts:
+              first: ["{{ item.done_at | epoch }}", "{{ item.sent_at | epoch }}"]
+        rules:
+          - id: ok
+            when: item.status == "ok"
+            emit: {action: delivery}
+        """))
+    engine = Engine(autoload=False, mapping_paths=[tmp_path])
+    result = engine.map("nulls", {"status": "ok", "to": "+14155550100", "done_at": None, "sent_at": 1700000000})
+    assert result.events[0]["data"]["ts"] == 1700000000
+    # Outside `first`, the null is an error naming the filter.
+    bad = engine.map("nulls", {"status": "ok", "to": None, "done_at": 1700000000})
+    assert bad.dead_letters[0].reason == "template_error" and "e164: the value is null" in bad.dead_letters[0].message

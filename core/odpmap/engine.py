@@ -19,6 +19,7 @@ several threads.
 from __future__ import annotations
 
 
+import functools
 import os
 import threading
 import time
@@ -326,6 +327,8 @@ class Engine:
         else:
             verifier_name = provider.verifier or mapping.verify
             verify = self.verifiers.get(verifier_name) if verifier_name else None
+            if verify is not None and mapping.verify_options and not provider.verifier:
+                verify = functools.partial(verify, **mapping.verify_options)
         samples: Path | Traversable | None = None
         if provider.samples is not None:
             samples = Path(provider.samples) if isinstance(provider.samples, (str, PathLike)) else provider.samples

@@ -20,11 +20,19 @@ import jinja2
 
 from ..hookspecs import hookimpl
 
-__all__ = ["FilterError", "as_int", "coalesce", "e164", "epoch", "from_json", "lookup"]
+__all__ = ["FilterError", "MissingValueError", "as_int", "coalesce", "e164", "epoch", "from_json", "lookup"]
 
 
 class FilterError(ValueError):
     """A filter got a value it cannot convert."""
+
+
+class MissingValueError(FilterError):
+    """A filter that needs a value got ``None``: the field is present but empty.
+
+    ``{first: [...]}`` passes over a candidate failing this way, as it passes over a
+    missing field.
+    """
 
 
 _MISSING = object()
@@ -90,7 +98,9 @@ def epoch(value: Any, format: str | None = None) -> int:  # noqa: A002 - Jinja k
     """
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        raise MissingValueError("epoch: the value is null")
+    if isinstance(value, bool):
         raise FilterError(f"epoch: {value!r} is not a time")
     if isinstance(value, (int, float)):
         return _from_number(value)
@@ -135,6 +145,8 @@ def e164(value: Any, country_code: str | int | None = None) -> str:
     """
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
+    if value is None:
+        raise MissingValueError("e164: the value is null")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise FilterError(f"e164: {value!r} is not a phone number")
     text = str(value).strip()

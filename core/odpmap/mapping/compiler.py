@@ -24,6 +24,7 @@ import jinja2
 import yaml
 from jinja2 import nodes
 
+from ..builtins.filters import MissingValueError
 from ..catalogue import CHANNEL, Catalogue
 from ..errors import MappingError, MappingSyntaxError, TemplateUndefinedError
 from ..templating import CompiledValue, Literal, OdpmapEnvironment, compile_value, single_expression
@@ -38,7 +39,8 @@ EVENT_KEYS = ("type", "action", "identifiers", "data")
 @dataclass(frozen=True)
 class FirstOf:
     """``{first: [a, b, ...], default: d}``: the first candidate that is defined and not
-    ``None``/``""``; a candidate failing on a missing field is passed over."""
+    ``None``/``""``; a candidate failing on a missing field, or on a null value given to
+    a filter such as ``epoch``, is passed over."""
 
     candidates: tuple[Literal | CompiledValue, ...]
     default: Literal | CompiledValue | None
@@ -50,7 +52,7 @@ class FirstOf:
         for candidate in self.candidates:
             try:
                 value = candidate(ctx)
-            except jinja2.UndefinedError:
+            except (jinja2.UndefinedError, MissingValueError):
                 continue
             if value is None or value == "" or isinstance(value, jinja2.Undefined):
                 continue
@@ -133,6 +135,7 @@ class CompiledMapping:
     vars: dict[str, Value]
     rules: tuple[CompiledRule, ...]
     extends: tuple[str, ...] = ()
+    verify_options: Mapping[str, Any] = field(default_factory=dict)
 
     def event_table(self) -> list[dict[str, str]]:
         """The rules as a table: id, condition, outcome (what ``odpmap providers --events`` prints)."""
@@ -338,6 +341,9 @@ class MappingCompiler:
         with errors.guard():
             parser = self._parser_spec(doc)
         verify = doc.get("verify")
+        verify_options: dict[str, Any] = {}
+        if isinstance(verify, dict):
+            verify, verify_options = verify["name"], dict(verify.get("options") or {})
         if verify is not None and verify not in self.verifiers:
             with errors.guard():
                 raise MappingSyntaxError(
@@ -424,6 +430,7 @@ class MappingCompiler:
             description=doc.get("description", ""),
             parser=parser,
             verify=verify,
+            verify_options=verify_options,
             samples=samples,
             items=items,
             item_id=item_id,
