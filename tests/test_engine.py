@@ -212,7 +212,7 @@ def test_failing_filter_is_a_template_error(acme: Engine, acme_file: str) -> Non
     result = map_ok(acme, "acme", [item("delivered", ts="yesterday-ish")])
     (dl,) = result.dead_letters
     assert dl.reason == "template_error"
-    assert dl.message.startswith(f"{acme_file}:12:9: FilterError: epoch: 'yesterday-ish' is not a recognised time")
+    assert dl.message.startswith(f"{acme_file}:12:9: epoch: 'yesterday-ish' is not a recognised time")
     assert dl.message.endswith("(rule 'delivered')")
 
 

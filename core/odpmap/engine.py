@@ -33,6 +33,7 @@ from typing import Any
 
 import jinja2
 
+from .builtins.filters import FilterError
 from .catalogue import Catalogue, CatalogueBuilder
 from .errors import (
     ConfigError,
@@ -158,7 +159,9 @@ def _evaluate(value: Any, ctx: Mapping[str, Any], rule_id: str | None) -> Any:
         raise
     except jinja2.UndefinedError as exc:
         raise RenderError(f"missing field or variable: {exc.message}", location=value.location, rule_id=rule_id) from exc
-    except Exception as exc:  # a filter or an expression failed on this item's data
+    except FilterError as exc:  # a filter's own message names the filter and the value
+        raise RenderError(str(exc), location=value.location, rule_id=rule_id) from exc
+    except Exception as exc:  # an expression failed on this item's data
         raise RenderError(f"{type(exc).__name__}: {exc}", location=value.location, rule_id=rule_id) from exc
 
 

@@ -123,7 +123,7 @@ def test_callback_without_recipient_is_a_dead_letter_not_a_guess(engine) -> None
     result = map_form(engine, (HERE / "data" / "courier-status-delivered-minimal.form.txt").read_bytes())
     assert [d.reason for d in result.dead_letters] == ["template_error"]
     assert result.dead_letters[0].rule_id == "delivered"
-    assert "e164: None is not a phone number" in result.dead_letters[0].message
+    assert "e164: the value is null" in result.dead_letters[0].message
 
 
 def test_repeated_status_change_in_one_report_is_skipped_as_duplicate(engine) -> None:
