@@ -186,3 +186,16 @@ def test_error_points_at_the_nearest_known_key() -> None:
     config = Config(source="c.yaml", positions={"odp": ("c.yaml", 4, 1)})
     assert str(config.error("odp.api_key_env", "boom")) == "c.yaml:4:1: odp.api_key_env: boom"
     assert str(Config().error("x", "boom")) == "<config>: x: boom"
+
+
+def test_topic_arns_are_read_and_checked(tmp_path: Path) -> None:
+    from odpmap.config import load_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("providers:\n  ses:\n    topic_arns: ['arn:aws:sns:eu-west-1:123456789012:ses-events']\n")
+    assert load_config(good, {}).providers["ses"].topic_arns == ("arn:aws:sns:eu-west-1:123456789012:ses-events",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n  ses:\n    topic_arns: ['ses-events']\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(bad, {})
+    assert "bad.yaml:3" in str(info.value) and "topic_arns" in str(info.value)

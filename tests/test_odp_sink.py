@@ -477,3 +477,21 @@ def test_400_with_repeated_index_joins_messages(
     report = sink_for().send(make_events(2))
     assert report.rejected == [(0, "ODP rejected the event: bad ts; bad email")]
     assert report.sent == 1
+
+
+def test_odp_sink_is_registered_with_the_engine(fake_odp: FakeOdpServer) -> None:
+    """Embedding apps get the ODP sink by name, like the built-in stdout and jsonl sinks."""
+    from odpmap import Engine
+
+    engine = Engine(autoload=False)
+    sink = engine.sink("odp", api_key="test-key", base_url=fake_odp.base_url)
+    try:
+        result = engine.map("vonage", b"msisdn=447700900001&status=delivered&err-code=0"
+                                      b"&message-timestamp=2024-01-01+00%3A00%3A00&messageId=m1")
+        report = engine.dispatch(result.events, sink)
+    finally:
+        sink.close()
+    assert report.sent == 1 and report.rejected == []
+    (received,) = fake_odp.events()
+    assert received["identifiers"] == {"phone": "+447700900001"}
+    assert received["data"]["idempotence_id"] == result.events[0]["data"]["idempotence_id"]

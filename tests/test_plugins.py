@@ -410,7 +410,7 @@ class MemorySink:
 def test_hook_odpmap_register_sinks() -> None:
     plugin = Registers(odpmap_register_sinks=lambda register: register("memory", MemorySink, description="RAM"))
     engine = Engine(autoload=False, plugins=[plugin])
-    assert engine.sinks.names() == ["jsonl", "memory", "stdout"]
+    assert engine.sinks.names() == ["jsonl", "memory", "odp", "stdout"]
     assert engine.sinks.entry("memory").description == "RAM"
     sink = engine.sink("memory", capacity="3")
     assert isinstance(sink, MemorySink) and sink.capacity == 3

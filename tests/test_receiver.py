@@ -522,6 +522,24 @@ def test_sns_without_a_secret_still_checks_the_url(receiver: Callable[..., Runni
     assert len(running.fetched) == 1
 
 
+def test_sns_topics_outside_topic_arns_are_refused(receiver: Callable[..., Running], sns_cert: Any) -> None:
+    """A valid SNS signature proves SNS sent it, not that it is our topic."""
+    key, pem = sns_cert
+    ours = "arn:aws:sns:us-west-2:123456789012:MyTopic"
+    spec = ProviderConfig("snsdemo", secret_env="PEM", secret=pem, topic_arns=(ours,))
+    running = receiver(Config(providers={"snsdemo": spec}))
+    foreign = "arn:aws:sns:us-west-2:999999999999:AttackerTopic"
+    for kind in ("SubscriptionConfirmation", "Notification"):
+        extra = {"Message": '{"notificationType": "Delivery"}'} if kind == "Notification" else {}
+        body = sns_message(key, kind, TopicArn=foreign, **extra)
+        assert running.post("/webhooks/snsdemo", body, sns_headers(kind)).status_code == 403
+    assert running.fetched == [] and reports_in(running.db) == []
+    assert running.count("odpmap_sns_foreign_topics_total", provider="snsdemo") == 2
+    # Our own topic still goes through.
+    body = sns_message(key, "SubscriptionConfirmation")
+    assert running.post("/webhooks/snsdemo", body, sns_headers("SubscriptionConfirmation")).status_code == 200
+
+
 def test_is_trusted_sns_url() -> None:
     assert is_trusted_sns_url("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription")
     assert is_trusted_sns_url("https://sns.cn-north-1.amazonaws.com.cn/x")

@@ -765,3 +765,22 @@ def test_mailgun_legacy_multipart_webhook_verifies() -> None:
     assert verify_mailgun(body.encode(), headers, secret=key)
     assert not verify_mailgun(body.encode(), headers, secret="other-key")
     assert not verify_mailgun(body.replace(sig, "0" * 64).encode(), headers, secret=key)
+
+
+def test_twilio_get_callback_with_the_query_also_given_as_body() -> None:
+    """A receiver passes a GET's query string as the body; Twilio signed only the URL."""
+    import base64
+    import hashlib
+    import hmac as _hmac
+
+    from odpmap.signatures import verify_twilio
+
+    url = "https://example.com/webhooks/twilio?MessageSid=SM1&MessageStatus=delivered&To=%2B15550100"
+    sig = base64.b64encode(_hmac.new(b"token", url.encode(), hashlib.sha1).digest()).decode()
+    query = url.split("?", 1)[1].encode()
+    headers = {"x-twilio-signature": sig}
+    assert verify_twilio(b"", headers, secret="token", url=url)
+    assert verify_twilio(query, headers, secret="token", url=url)
+    assert not verify_twilio(query, headers, secret="other", url=url)
+    # A body that is not the URL's query is still signed as POST parameters.
+    assert not verify_twilio(b"MessageSid=SM1", headers, secret="token", url=url)

@@ -505,3 +505,38 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path: Path, fake_odp: FakeOdpServer
     assert set(received) == enqueued  # at least once, nothing foreign
     assert len(received) == 110  # the batch in flight at the kill was accepted and resent
     assert {row[2] for row in outbox_rows(db)} == {"sent"}
+
+
+def _event(n: int) -> dict[str, Any]:
+    return {"type": "email", "action": "delivery", "identifiers": {"email": f"u{n}@example.com"},
+            "data": {"ts": 1_700_000_000 + n, "target_address": f"u{n}@example.com"}}
+
+
+def test_complete_report_stores_events_dead_letters_and_state_together(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rid = store.add_report("acme", b"{}", "application/json", {}, None)
+    letter = DeadLetter(reason="unmapped", message="no rule", provider="acme", item={"x": 1}, index=1)
+    ids = store.complete_report(rid, [_event(1), _event(2)], [letter])
+    assert len(ids) == 2 and store.status()["outbox_pending"] == 2
+    assert [r.dead_letter.reason for r in store.list_dead_letters()] == ["unmapped"]
+    assert store.pending_reports() == []
+    # A report already completed is refused and nothing more is written.
+    with pytest.raises(KeyError):
+        store.complete_report(rid, [_event(3)], [letter])
+    assert store.status()["outbox_pending"] == 2 and len(store.list_dead_letters()) == 1
+
+
+def test_complete_report_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    rid = store.add_report("acme", b"{}", "application/json", {}, None)
+    letter = DeadLetter(reason="unmapped", message="x", provider="acme", item={})
+
+    def disk_full(conn: sqlite3.Connection, letters: Any) -> list[int]:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_insert_dead_letters", disk_full)
+    with pytest.raises(sqlite3.OperationalError):
+        store.complete_report(rid, [_event(1)], [letter])
+    # The events written before the failing dead letters were rolled back with them.
+    assert store.status()["outbox_pending"] == 0
+    assert [r.id for r in store.pending_reports()] == [rid]

@@ -139,6 +139,8 @@ def map_command(provider: str, content_type: str | None, mappings: Sequence[str]
     (network, 5xx: run `odpmap dispatch --once` later).
     """
     if sink_name == "odp":
+        if dead_letters:
+            raise UsageFailure("--dead-letters does not apply to --sink odp: dead letters go to the data directory")
         _map_to_outbox(provider, content_type, mappings, sink_options, received_at, files, data_dir, odp_base_url)
         return
     engine = make_engine(mappings)

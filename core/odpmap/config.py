@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import cerberus
 
-from .errors import ConfigError, MappingError, SignatureConfigError
+from .errors import ConfigError, LocatedError, MappingError, SignatureConfigError
 from .mapping.loader import Pos, PosDict, load_yaml, position_of
 
 if TYPE_CHECKING:
@@ -128,6 +128,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
                     "schema": {"type": "string", "allowed": ["GET", "POST"]},
                 },
                 "content_types": {"type": "list", "schema": {"type": "string", "empty": False}},
+                "topic_arns": {
+                    "type": "list",
+                    "empty": False,
+                    "schema": {"type": "string", "regex": r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+"},
+                },
             },
         },
     },
@@ -151,15 +156,14 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
-class ConfigFileError(ConfigError):
+class ConfigFileError(LocatedError):
     """A configuration file is wrong: ``file:line:col: key: message``.
 
-    :ivar file: the configuration file (``None`` for the built-in defaults)
-    :ivar line: 1-based line, or ``None``
-    :ivar column: 1-based column, or ``None``
-    :ivar key: the dotted key, e.g. ``providers.sendgrid.secret_env``
+    :ivar key: the dotted key, e.g. ``providers.sendgrid.secret_env`` (also ``pointer``)
     :ivar all_errors: every problem found (this one first), for a report of all of them
     """
+
+    unknown_file = "<config>"
 
     def __init__(
         self,
@@ -170,19 +174,9 @@ class ConfigFileError(ConfigError):
         column: int | None = None,
         key: str | None = None,
     ) -> None:
-        self.message = message
-        self.file = file
-        self.line = line
-        self.column = column
         self.key = key
         self.all_errors: list[ConfigFileError] = [self]
-        parts = [file or "<config>"]
-        if line is not None:
-            parts.append(str(line))
-            if column is not None:
-                parts.append(str(column))
-        where = f"{key}: " if key else ""
-        super().__init__(f"{':'.join(parts)}: {where}{message}")
+        super().__init__(message, file=file, line=line, column=column, pointer=key)
 
 
 @dataclass(frozen=True)
@@ -225,6 +219,9 @@ class ProviderConfig:
     :ivar methods: HTTP methods accepted (``None``: POST, and GET for providers whose
         parser reads query strings)
     :ivar content_types: accepted media types (``None``: whatever the parser reads)
+    :ivar topic_arns: Amazon SNS topics accepted (``None``: any). A valid SNS signature
+        proves only that SNS sent the message, not that it is *your* topic: anyone can
+        subscribe their own topic to a public endpoint. Set this for every SNS provider.
     """
 
     name: str
@@ -233,6 +230,7 @@ class ProviderConfig:
     fetch_certificate: bool = False
     methods: tuple[str, ...] | None = None
     content_types: tuple[str, ...] | None = None
+    topic_arns: tuple[str, ...] | None = None
 
     @property
     def verifies(self) -> bool:
@@ -455,6 +453,7 @@ def load_config(
             fetch_certificate=fetch,
             methods=tuple(dict.fromkeys(spec["methods"])) if spec.get("methods") else None,
             content_types=tuple(c.lower() for c in spec["content_types"]) if spec.get("content_types") else None,
+            topic_arns=tuple(spec["topic_arns"]) if spec.get("topic_arns") else None,
         )
     if problems:
         problems[0].all_errors = problems
@@ -499,6 +498,12 @@ def check_providers(config: Config, engine: Engine) -> None:
             problems.append(config.error(
                 f"providers.{name}.fetch_certificate",
                 f"fetch_certificate is for Amazon SNS; {name}'s verifier is {info.verifier_name!r}",
+            ))
+            continue
+        if spec.topic_arns is not None and info.verifier_name != "sns":
+            problems.append(config.error(
+                f"providers.{name}.topic_arns",
+                f"topic_arns is for Amazon SNS; {name}'s verifier is {info.verifier_name!r}",
             ))
             continue
         if spec.secret is None:

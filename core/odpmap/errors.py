@@ -5,11 +5,13 @@ Every error odpmap raises on purpose is an :class:`OdpmapError`. Catch by layer:
     OdpmapError
     ├── ConfigError                 configuration: fix a file or an argument, then retry
     │   ├── PluginLoadError         a plugin failed to import or register (plugin, dist)
-    │   ├── MappingError            a mapping file is wrong (file, line, column, pointer)
-    │   │   ├── MappingSyntaxError  YAML parse error, duplicate key, bad structure
-    │   │   └── TemplateError       a Jinja template in a mapping
-    │   │       ├── TemplateSyntaxError     (+ template_lineno)
-    │   │       └── TemplateUndefinedError  (variable name)
+    │   ├── LocatedError            a mistake at file:line:col (file, line, column, pointer)
+    │   │   ├── MappingError        a mapping file is wrong
+    │   │   │   ├── MappingSyntaxError  YAML parse error, duplicate key, bad structure
+    │   │   │   └── TemplateError       a Jinja template in a mapping
+    │   │   │       ├── TemplateSyntaxError     (+ template_lineno)
+    │   │   │       └── TemplateUndefinedError  (variable name)
+    │   │   └── ConfigFileError     the receiver's configuration file (odpmap.config)
     │   ├── SchemaDefinitionError   an event schema or catalogue fragment is wrong
     │   ├── UnknownProviderError    no provider of that name is registered
     │   └── SignatureConfigError    a verifier was misused (malformed key, missing header name)
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DispatchError",
     "EventValidationError",
+    "LocatedError",
     "MappingError",
     "MappingSyntaxError",
     "OdpmapError",
@@ -69,14 +72,17 @@ class PluginLoadError(ConfigError):
         super().__init__(f"{where}: {message}")
 
 
-class MappingError(ConfigError):
-    """A mapping file is wrong. Carries the location of the mistake.
+class LocatedError(ConfigError):
+    """A mistake at a place in a file: ``str()`` is ``file:line:col: pointer: message``.
 
-    :ivar file: path of the mapping file (or a descriptive name)
+    :ivar file: path of the file (or a descriptive name)
     :ivar line: 1-based line, or ``None`` when unknown
     :ivar column: 1-based column, or ``None``
     :ivar pointer: where in the document, e.g. ``rules[2].emit.data.ts``
     """
+
+    #: What ``file`` reads as when it is not known.
+    unknown_file = "<file>"
 
     def __init__(
         self,
@@ -95,7 +101,7 @@ class MappingError(ConfigError):
         super().__init__(self.format())
 
     def location(self) -> str:
-        parts = [self.file or "<mapping>"]
+        parts = [self.file or self.unknown_file]
         if self.line is not None:
             parts.append(str(self.line))
             if self.column is not None:
@@ -105,6 +111,12 @@ class MappingError(ConfigError):
     def format(self) -> str:
         where = f"{self.pointer}: " if self.pointer else ""
         return f"{self.location()}: {where}{self.message}"
+
+
+class MappingError(LocatedError):
+    """A mapping file is wrong. Carries the location of the mistake."""
+
+    unknown_file = "<mapping>"
 
 
 class MappingSyntaxError(MappingError):

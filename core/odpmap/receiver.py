@@ -65,6 +65,7 @@ __all__ = [
     "DRAIN_BYTES",
     "METRICS",
     "SENSITIVE_HEADERS",
+    "UNKNOWN_PROVIDER",
     "Metrics",
     "ReceiverApp",
     "create_app",
@@ -106,12 +107,14 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "odpmap_reports_stored_total": (
         "counter", "Webhook reports committed to the store and acknowledged with 200.", ("provider",)),
     "odpmap_webhooks_rejected_total": (
-        "counter", "Webhook requests refused, by HTTP status (404, 405, 413, 401, 400, 503).",
+        "counter", "Webhook requests refused, by HTTP status (400, 401, 404, 405, 413, 5xx).",
         ("provider", "status")),
     "odpmap_signature_failures_total": (
         "counter", "Webhook requests whose signature was missing or wrong.", ("provider",)),
     "odpmap_sns_confirmations_total": (
         "counter", "Amazon SNS subscription messages, by type and result.", ("provider", "type", "result")),
+    "odpmap_sns_foreign_topics_total": (
+        "counter", "Amazon SNS messages refused because their topic is not in topic_arns.", ("provider",)),
     "odpmap_items_mapped_total": (
         "counter", "Report items mapped to ODP events.", ("provider",)),
     "odpmap_items_skipped_total": (
@@ -268,6 +271,16 @@ def request_url(scope: Scope, headers: Mapping[str, str], *, trust_proxy_headers
         path = quote(str(scope.get("root_path", "")) + str(scope.get("path", "/")), safe="/:@!$&'()*+,;=-._~")
     query = bytes(scope.get("query_string") or b"").decode("latin-1")
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def _sns_topic(body: bytes) -> str | None:
+    """The ``TopicArn`` of an SNS message body, or ``None``."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    topic = message.get("TopicArn") if isinstance(message, dict) else None
+    return topic if isinstance(topic, str) else None
 
 
 def is_trusted_sns_url(url: str) -> bool:
@@ -560,6 +573,12 @@ class ReceiverApp:
                 return self._refuse(name, 401, "signature verification failed")
 
         sns_type = headers.get("x-amz-sns-message-type")
+        if info.verifier_name == "sns" and spec.topic_arns is not None:
+            topic = _sns_topic(body)
+            if topic not in spec.topic_arns:
+                self.metrics.inc("odpmap_sns_foreign_topics_total", provider=name)
+                log.warning("%s: refused an Amazon SNS message from topic %r (not in topic_arns)", name, topic)
+                return self._refuse(name, 403, "this Amazon SNS topic is not accepted here")
         if info.verifier_name == "sns" and sns_type in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
             return self._sns_subscription(name, sns_type, body)
 

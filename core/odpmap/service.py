@@ -16,16 +16,16 @@ report still in state ``received`` when it starts. A crash *while* a report is b
 completed (events enqueued, dead letters stored, report marked ``mapped``) makes the
 worker map that report again. Two things keep that from duplicating events in ODP:
 
-* the events of a report get **deterministic idempotence ids**,
-  ``uuid5(instance id / report id / position / type / action)``, so re-mapping the same
-  report gives the same ids and :meth:`Store.enqueue <odpmap.store.Store.enqueue>` (unique
-  per id) stores each event once; the instance id is a random uuid kept in the data
-  directory (so two installations never share ids);
-* when the store offers ``complete_report(report_id, events, dead_letters, state=...)``,
-  the three writes are one SQLite transaction, so a report is completed entirely or
-  not at all. Without it they are three commits, and a crash between the dead letters'
-  commit and the report's leaves that report's dead letters stored twice (each carries
-  ``details.report_id``); events are never duplicated either way.
+* every event gets a **deterministic idempotence id**, so re-mapping the same report
+  gives the same ids and :meth:`Store.enqueue <odpmap.store.Store.enqueue>` (unique per
+  id) stores each event once. The engine derives it from the mapping's ``item_id`` when
+  the item has one (``uuid5(provider, item id, n)``: a provider's redelivery is the same
+  event); the worker gives the others ``uuid5(instance id / report id / position / type
+  / action)``, the instance id being a random uuid kept in the data directory (two
+  installations never share those);
+* :meth:`Store.complete_report <odpmap.store.Store.complete_report>` stores the events,
+  the dead letters and the report's new state in one SQLite transaction, so a report is
+  completed entirely or not at all.
 
 The :class:`~odpmap.store.Dispatcher` then delivers at least once: an event is marked
 sent only after the sink accepted it, and a resend carries the same idempotence id.
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENCE_NAMESPACE",
     "INSTANCE_CURSOR",
+    "REPLAYABLE_REASONS",
     "BackgroundServer",
     "DispatchLoop",
     "DrainResult",
@@ -311,15 +312,11 @@ class ReportWorker:
         return "mapped"
 
     def _complete(self, report: StoredReport, result: MapResult, state: str) -> None:
-        complete = getattr(self.store, "complete_report", None)
-        if complete is not None:
-            complete(report.id, result.events, result.dead_letters, state=state)
-        else:
-            if result.events:
-                self.store.enqueue(result.events, report.provider)
-            if result.dead_letters:
-                self.store.add_dead_letters(result.dead_letters)
-            self.store.mark_report(report.id, state)
+        try:
+            self.store.complete_report(report.id, result.events, result.dead_letters, state=state)
+        except KeyError:  # no longer "received": another worker completed it
+            log.info("report %d was completed elsewhere", report.id)
+            return
         if self.metrics is not None:
             self.metrics.inc("odpmap_reports_mapped_total", provider=report.provider, state=state)
             if state == "failed":
@@ -690,7 +687,8 @@ def status_figures(store: Store) -> dict[str, Any]:
     ``last_error`` (the latest of their errors) and ``reports_failed``.
     """
     figures = dict(store.status())
-    with closing(sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=30)) as conn:
+    uri = Path(store.path).resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
         figures["outbox_failing"] = conn.execute(
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
         ).fetchone()[0]
@@ -788,8 +786,8 @@ def replay_dead_letters(
     ``rejected`` event (refused by ODP) is validated again and re-enqueued with a new
     idempotence id.
 
-    Events go to the outbox with ids derived from the letter's id, so replaying twice
-    stores them once. Each letter is marked with its result
+    Events go to the outbox with deterministic ids (the engine's, from the item's id, else
+    derived from the letter's id), so replaying twice stores them once. Each letter is marked with its result
     (:meth:`Store.mark_replayed <odpmap.store.Store.mark_replayed>`), ``mapped: ...``,
     ``skipped: ...`` or ``still dead: ...``, and kept; letters already replayed into
     events are left alone. New dead letters of a partly mapped raw report are stored

@@ -173,6 +173,15 @@ def _form_pairs(body: bytes) -> list[tuple[str, str]] | None:
     return parse_qsl(text, keep_blank_values=True)
 
 
+def _unique_form(body: bytes) -> dict[str, str] | None:
+    """A form body as a dict; ``None`` if it is not a form or repeats a name (ambiguous)."""
+    pairs = _form_pairs(body)
+    if pairs is None:
+        return None
+    form = dict(pairs)
+    return form if len(form) == len(pairs) else None
+
+
 def _json_object(body: bytes) -> dict[str, Any] | None:
     """The body parsed as a JSON object, or ``None``."""
     try:
@@ -270,11 +279,7 @@ def _mailgun_signature_fields(body: bytes, content_type: str | None = None) -> M
         document = _json_object(body)
         fields = document.get("signature") if document else None
         return fields if isinstance(fields, dict) else None
-    pairs = _form_pairs(body)
-    if pairs is None:
-        return None
-    form = dict(pairs)
-    return form if len(form) == len(pairs) else None  # a repeated field is ambiguous
+    return _unique_form(body)
 
 
 def verify_mailgun(
@@ -380,8 +385,14 @@ def verify_twilio(
         if pairs is None:
             return False
         params = pairs
+    param_sets = [params]
+    if body and body.lstrip(b"?") == parsed.query.encode():
+        # A GET callback whose query string the caller also passed as the body (as a
+        # receiver does for GET providers): Twilio signed the URL alone.
+        param_sets.append([])
     matches = [
-        _equal(_twilio_signature(secret, candidate, params), signature)
+        _equal(_twilio_signature(secret, candidate, p), signature)
+        for p in param_sets
         for candidate in _twilio_url_variants(url, parsed)
     ]
     return any(matches)
@@ -631,11 +642,7 @@ def _vonage_params(body: bytes) -> dict[str, str] | None:
                 return None
             params[name] = str(value)
         return params
-    pairs = _form_pairs(body.removeprefix(b"?"))
-    if pairs is None:
-        return None
-    params = dict(pairs)
-    return params if len(params) == len(pairs) else None  # a repeated name is ambiguous
+    return _unique_form(body.removeprefix(b"?"))
 
 
 def verify_vonage(

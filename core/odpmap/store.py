@@ -255,22 +255,51 @@ class Store:
         event whose idempotence id is already in the outbox is not stored twice: its
         existing row's id is returned, whatever that row's state.
         """
+        with self._write() as conn:
+            return self._insert_events(conn, events, provider)
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Iterable[dict[str, Any]], provider: str) -> list[int]:
         now = self._clock()
         ids: list[int] = []
+        for event in events:
+            ensure_idempotence_id(event)
+            key = str(event["data"]["idempotence_id"])
+            cursor = conn.execute(
+                "INSERT INTO outbox (idempotence_id, provider, event, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (idempotence_id) DO NOTHING",
+                (key, provider, dumps_event(event), now),
+            )
+            if cursor.rowcount == 1:
+                ids.append(int(cursor.lastrowid or 0))
+            else:
+                row = conn.execute("SELECT id FROM outbox WHERE idempotence_id = ?", (key,))
+                ids.append(int(row.fetchone()[0]))
+        return ids
+
+    def complete_report(
+        self,
+        report_id: int,
+        events: Iterable[dict[str, Any]] = (),
+        dead_letters: Iterable[DeadLetter] = (),
+        *,
+        state: str = "mapped",
+    ) -> list[int]:
+        """Store a mapped report's events (as :meth:`enqueue`) and dead letters and set its
+        state, in ONE transaction: a crash leaves the report either untouched (mapped again
+        on restart) or complete, never half stored.
+
+        :returns: the outbox ids of the events
+        :raises KeyError: no report with that id in state ``received`` (nothing written)
+        """
+        if state not in REPORT_STATES:
+            raise ValueError(f"unknown report state {state!r}")
         with self._write() as conn:
-            for event in events:
-                ensure_idempotence_id(event)
-                key = str(event["data"]["idempotence_id"])
-                cursor = conn.execute(
-                    "INSERT INTO outbox (idempotence_id, provider, event, created_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (idempotence_id) DO NOTHING",
-                    (key, provider, dumps_event(event), now),
-                )
-                if cursor.rowcount == 1:
-                    ids.append(int(cursor.lastrowid or 0))
-                else:
-                    row = conn.execute("SELECT id FROM outbox WHERE idempotence_id = ?", (key,))
-                    ids.append(int(row.fetchone()[0]))
+            row = conn.execute("SELECT provider FROM reports WHERE id = ? AND state = 'received'", (report_id,)).fetchone()
+            if row is None:
+                raise KeyError(report_id)
+            ids = self._insert_events(conn, events, row[0])
+            self._insert_dead_letters(conn, dead_letters)
+            conn.execute("UPDATE reports SET state = ? WHERE id = ?", (state, report_id))
         return ids
 
     def claim_batch(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
@@ -567,6 +596,64 @@ class Store:
             "dead_letters": dict(reasons),
             "reports_pending": reports,
         }
+
+    # --- pull jobs (odpmap.pull) --------------------------------------------------------
+
+    def store_page(
+        self,
+        provider: str,
+        events: Iterable[dict[str, Any]],
+        dead_letters: Iterable[DeadLetter] = (),
+        *,
+        cursor_name: str | None = None,
+        cursor_value: str | None = None,
+    ) -> tuple[int, int, int]:
+        """Store one pulled page: its events in the outbox, its dead letters and the pull
+        job's new cursor, in ONE transaction.
+
+        A crash (or a failed write) leaves everything as it was before the page, cursor
+        included, so the page is fetched again on the next run; it can never advance the
+        cursor past events that are not stored. Events are stored as :meth:`enqueue` stores
+        them (an idempotence id already in the outbox is not stored again). A dead letter
+        equal to one already stored (same provider, reason, rule and item: an overlapping
+        pull fetched the item again) is not stored again either. The cursor is left alone
+        when ``cursor_value`` is ``None``.
+
+        :returns: ``(events stored, events already in the outbox, dead letters stored)``
+        """
+        now = self._clock()
+        stored = already = 0
+        with self._write() as conn:
+            for event in events:
+                ensure_idempotence_id(event)
+                cursor = conn.execute(
+                    "INSERT INTO outbox (idempotence_id, provider, event, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (idempotence_id) DO NOTHING",
+                    (str(event["data"]["idempotence_id"]), provider, dumps_event(event), now),
+                )
+                if cursor.rowcount == 1:
+                    stored += 1
+                else:
+                    already += 1
+            new_letters = []
+            for letter in dead_letters:
+                item = _dumps(raw_to_jsonable(letter.item))
+                seen = conn.execute(
+                    "SELECT 1 FROM dead_letters WHERE provider = ? AND reason = ? AND rule_id IS ? "
+                    "AND item = ? LIMIT 1",
+                    (letter.provider, letter.reason, letter.rule_id, item),
+                ).fetchone()
+                if seen is None:
+                    new_letters.append(letter)
+            self._insert_dead_letters(conn, new_letters)
+            if cursor_name is not None and cursor_value is not None:
+                conn.execute(
+                    "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                    "updated_at = excluded.updated_at",
+                    (cursor_name, cursor_value, now),
+                )
+        return stored, already, len(new_letters)
 
 
 class Dispatcher:
