@@ -385,7 +385,7 @@ def test_plugins_all(odpmap_in_process: InProcess) -> None:
     proc = odpmap_in_process("plugins", "--all")
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert set(rows) == {"sendgrid", "odpmap.builtins.filters", "odpmap.builtins.library", "odpmap.builtins.parsers",
-                         "odpmap.builtins.sinks", "odpmap.builtins.verifiers"}
+                         "odpmap.builtins.pull", "odpmap.builtins.sinks", "odpmap.builtins.verifiers"}
     assert "odpmap (built-in)" in rows["odpmap.builtins.parsers"]
     assert rows["odpmap.builtins.parsers"].endswith("odpmap_register_parsers")
 

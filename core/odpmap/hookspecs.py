@@ -116,6 +116,26 @@ def odpmap_register_tracking_stores(register: Register) -> None:
     """
 
 
+@hookspec
+def odpmap_register_pullers(register: Register) -> None:
+    """Register report pullers, for providers whose API lists events:
+    ``register(provider_name, factory, description="")``.
+
+    ``factory(**options)`` returns an object implementing :class:`odpmap.pull.Puller`:
+    ``pull(cursor)`` yields :class:`odpmap.pull.Page` objects (a raw page that the
+    provider's mapping reads, and the cursor to resume from once it is stored), and
+    raises :class:`odpmap.pull.PullError` when the API fails. The factory's keyword
+    parameters are its options: ``odpmap pull --provider NAME`` passes ``--option
+    KEY=VALUE`` and the environment variables ``ODPMAP_<PROVIDER>_<KEY>`` (a parameter
+    without a default is required), and ``since``/``until`` (epoch seconds) when given.
+    :func:`odpmap.pull.run_pull` then stores each page's events, dead letters and cursor
+    in one transaction, under an exclusive lock (see docs/pull.md).
+    :func:`odpmap.pull.collect_pullers` returns an engine's registrations.
+
+    .. versionadded:: 0.1
+    """
+
+
 # --- templating --------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "odpmap.builtins.verifiers",
     "odpmap.builtins.sinks",
     "odpmap.builtins.library",
+    "odpmap.builtins.pull",
 )
 
 BUILTIN_SOURCE = "odpmap (built-in)"
