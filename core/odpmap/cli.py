@@ -1,8 +1,10 @@
 """The ``odpmap`` command line: a thin shell over :class:`odpmap.Engine`.
 
-Exit codes: 0 success; 1 something was dead-lettered (``map``) or a mapping has
-problems (``lint``); 2 usage or configuration errors (bad mapping, unknown provider,
-broken plugin), reported as one message without a traceback.
+Exit codes: 0 success; 1 something was dead-lettered (``map``, ``pull``, ``dead-letters
+replay``), ODP rejected events, or a mapping has problems (``lint``); 2 usage or
+configuration errors (bad mapping, unknown provider, broken plugin, a refused API key),
+reported as one message without a traceback; 3 delivery or a provider's API is failing
+for now (progress is kept: run again later); 4 (``pull``) another run holds the lock.
 """
 
 from __future__ import annotations
