@@ -892,3 +892,16 @@ def test_first_passes_over_a_null_value_given_to_a_filter(tmp_path: Path) -> Non
     # Outside `first`, the null is an error naming the filter.
     bad = engine.map("nulls", {"status": "ok", "to": None, "done_at": 1700000000})
     assert bad.dead_letters[0].reason == "template_error" and "e164: the value is null" in bad.dead_letters[0].message
+
+
+def test_only_maps_the_selected_items() -> None:
+    engine = Engine(autoload=False)
+    receipts = [
+        {"msisdn": "447700900001", "status": "delivered", "err-code": "0", "message-timestamp": "2024-01-01 00:00:00"},
+        {"msisdn": "447700900002", "status": "bogus"},
+        {"msisdn": "447700900003", "status": "delivered", "err-code": "0", "message-timestamp": "2024-01-01 00:00:00"},
+    ]
+    result = engine.map("vonage", receipts, only=[2])
+    assert result.counts.received == 1 and result.counts.balanced()
+    assert [e["identifiers"]["phone"] for e in result.events] == ["+447700900003"]
+    assert engine.map("vonage", receipts, only=[1]).dead_letters[0].index == 1

@@ -511,3 +511,49 @@ def test_sigkill_during_traffic_and_dispatch_loses_nothing(tmp_path: Path, fake_
     assert len(acked_before_kill) >= 80
     ids = fake_odp.idempotence_ids()
     print("ODP received", len(ids), "events,", len(ids) - len(set(ids)), "resent after the kill")
+
+
+ENVELOPE_V1 = """\
+    format: 1
+    provider: envelope
+    channel: email
+    items: report.events
+    defaults:
+      identifiers: {email: "{{ item.to }}"}
+      data: {ts: "{{ report.sent_at | epoch }}", target_address: "{{ item.to }}"}
+    rules:
+      - id: delivered
+        when: item.status == "delivered"
+        emit: {action: delivery}
+    """
+
+
+def test_replay_maps_the_item_within_its_stored_report(tmp_path: Path) -> None:
+    """A mapping reading the report around the item (here its `sent_at`) replays too."""
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    mapping = folder / "envelope.yaml"
+    mapping.write_text(textwrap.dedent(ENVELOPE_V1), encoding="utf-8")
+    report = json.dumps({"sent_at": 1_700_000_000, "events": [
+        {"to": "a@example.com", "status": "delivered"},
+        {"to": "b@example.com", "status": "opened"},
+        {"to": "c@example.com", "status": "delivered"},
+    ]}).encode()
+    with Store(tmp_path / "db.sqlite3") as store:
+        store.add_report("envelope", report, "application/json", {}, None)
+        ReportWorker(Engine(autoload=False, mapping_paths=[folder]), store).run_once()
+        [letter] = store.list_dead_letters()
+        assert letter.dead_letter.index == 1 and letter.dead_letter.item == {"to": "b@example.com", "status": "opened"}
+
+        fixed = ENVELOPE_V1.replace('''        emit: {action: delivery}''', '''        emit: {action: delivery}
+      - id: opened
+        when: item.status == "opened"
+        emit: {action: open}''')
+        mapping.write_text(textwrap.dedent(fixed), encoding="utf-8")
+        summary = replay_dead_letters(Engine(autoload=False, mapping_paths=[folder]), store)
+        assert [(o.result, o.events) for o in summary.outcomes] == [("mapped", 1)]
+        events = [json.loads(e) for _, e, _ in outbox(store.path)]
+        # Only the dead item was mapped again; the report's other items are not re-sent.
+        assert sorted((e["action"], e["identifiers"]["email"], e["data"]["ts"]) for e in events) == [
+            ("delivery", "a@example.com", 1_700_000_000), ("delivery", "c@example.com", 1_700_000_000),
+            ("open", "b@example.com", 1_700_000_000)]

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from os import PathLike
@@ -418,6 +418,7 @@ class Engine:
         headers: Mapping[str, str] | None = None,
         received_at: float | None = None,
         tracking: Callable[[str], Mapping[str, Any] | None] | None = None,
+        only: Collection[int] | None = None,
     ) -> MapResult:
         """Map one report.
 
@@ -429,6 +430,8 @@ class Engine:
         :param received_at: epoch seconds the report was received (default: now)
         :param tracking: ``tracking(message_id) -> dict | None``, campaign tracking
             remembered at send time, looked up with the mapping's ``message_id``
+        :param only: map only the items at these positions (replaying one dead letter
+            with its whole report); the others are not counted
         :raises UnknownProviderError: no such provider (a configuration error, so it
             raises rather than dead-letters)
         """
@@ -476,6 +479,8 @@ class Engine:
                 tracking = lambda message_id: store.recall(info.name, message_id)  # noqa: E731
         seen_ids: dict[Any, int] = {}
         for index, item in enumerate(items):
+            if only is not None and index not in only:
+                continue
             counts.received += 1
             self._map_item(info, mapping, item, index, base, result, seen_ids, tracking, content_type)
         return result

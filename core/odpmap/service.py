@@ -781,8 +781,8 @@ def replay_dead_letters(
 
     Selects by ``ids``, or by ``provider`` and ``reason`` (default: every reason but
     ``rejected``). A letter holding a raw report (``unparseable``, or a report that failed
-    as a whole) is parsed and mapped again; an item is mapped on its own (a mapping whose
-    templates read other parts of the report cannot be replayed item by item). A
+    as a whole) is parsed and mapped again; an item of a stored report is mapped again
+    within that report (only that item); any other item is mapped on its own. A
     ``rejected`` event (refused by ODP) is validated again and re-enqueued with a new
     idempotence id.
 
@@ -838,8 +838,16 @@ def _replay_one(engine: Engine, store: Store, record: DeadLetterRecord, instance
 
     raw = isinstance(letter.item, (bytes, bytearray))
     body: Any = bytes(letter.item) if raw else [letter.item]
+    content_type, received_at, only = letter.content_type, record.created_at, None
+    report_id = letter.details.get("report_id")
+    if not raw and letter.index is not None and isinstance(report_id, int):
+        # The item came from a stored report: map it within that report, so templates
+        # reading other parts of the report (an SNS envelope's MessageId) see them.
+        report = store.get_report(report_id)
+        if report is not None:
+            body, content_type, received_at, only = report.body, report.content_type, report.received_at, [letter.index]
     try:
-        result = engine.map(letter.provider, body, content_type=letter.content_type, received_at=record.created_at)
+        result = engine.map(letter.provider, body, content_type=content_type, received_at=received_at, only=only)
     except UnknownProviderError as exc:
         outcome.message = str(exc)
         store.mark_replayed(record.id, _result_text(outcome))

@@ -164,6 +164,11 @@ class StoredReport:
     state: str
 
 
+def _stored_report(row: tuple[Any, ...]) -> StoredReport:
+    rid, provider, body, ctype, headers, url, at, state = row
+    return StoredReport(rid, provider, bytes(body), ctype, json.loads(headers), url, at, state)
+
+
 class Store:
     """The durable store; see the module docstring.
 
@@ -501,20 +506,22 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
+    _REPORT_COLUMNS = "id, provider, body, content_type, headers, url, received_at, state"
+
     def pending_reports(self, limit: int | None = None) -> list[StoredReport]:
         """Reports in state ``received``, oldest first."""
-        sql = (
-            "SELECT id, provider, body, content_type, headers, url, received_at, state "
-            "FROM reports WHERE state = 'received' ORDER BY id"
-        )
+        sql = f"SELECT {self._REPORT_COLUMNS} FROM reports WHERE state = 'received' ORDER BY id"
         params: list[Any] = []
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [
-            StoredReport(rid, provider, bytes(body), ctype, json.loads(headers), url, at, state)
-            for rid, provider, body, ctype, headers, url, at, state in self._read(sql, params)
-        ]
+        return [_stored_report(row) for row in self._read(sql, params)]
+
+    def get_report(self, report_id: int) -> StoredReport | None:
+        """A stored report in any state (reports are kept: a dead letter's replay re-reads
+        the whole report it came from), or ``None``."""
+        rows = self._read(f"SELECT {self._REPORT_COLUMNS} FROM reports WHERE id = ?", (report_id,))
+        return _stored_report(rows[0]) if rows else None
 
     def mark_report(self, report_id: int, state: str) -> None:
         """Set a report's state, one of :data:`REPORT_STATES`.
