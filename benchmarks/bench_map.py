@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from odpmap import Engine
+from odpmap.engine import idempotence_id
 
 KINDS = ["processed", "delivered", "open", "click", "bounce", "deferred", "spamreport", "unsubscribe",
          "group_unsubscribe"]
@@ -90,6 +91,7 @@ def handwritten(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if "odp_campaign_id" in item:
             data.setdefault("campaign_id", int(item["odp_campaign_id"]))
+        data["idempotence_id"] = idempotence_id("sendgrid", key, 0)
         events.append({"type": type_, "action": action, "identifiers": {"email": email}, "data": data})
     return events
 
