@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 from odpmap import Engine
-from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases, without_idempotence_ids
+from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases, outcome, without_idempotence_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "mappings" / "samples" / "vonage"
@@ -54,17 +54,6 @@ def map_json(engine: Engine, item: dict[str, str], **kwargs):
     return result
 
 
-def outcome(result) -> str:
-    """``type/action`` of the one event, or ``skip:<rule>``, or ``dead:<reason>``."""
-    assert result.counts.received == 1
-    if result.events:
-        (event,) = result.events
-        return f"{event['type']}/{event['action']}"
-    if result.skipped:
-        return f"skip:{result.skipped[0].rule_id}"
-    return f"dead:{result.dead_letters[0].reason}"
-
-
 # --- golden files ------------------------------------------------------------------------
 
 
@@ -97,7 +86,7 @@ def test_messages_api_webhooks_are_not_this_providers(engine, sample: Path) -> N
     ("unknown", "1", "sms/delivery_unknown"),
     ("expired", "1", "sms/soft_bounce"),
     ("failed", "2", "sms/soft_bounce"),
-    ("rejected", "3", "reachability/unreachable"),
+    ("rejected", "3", "reachability/unreachable (hard_bounce)"),
     ("DELIVERED", "0", "sms/delivery"),
 ])
 def test_every_documented_status_is_handled(engine, status: str, err: str, expected: str) -> None:
@@ -107,15 +96,15 @@ def test_every_documented_status_is_handled(engine, status: str, err: str, expec
 @pytest.mark.parametrize(("code", "expected", "meaning"), [
     ("1", "sms/soft_bounce", "Unknown"),
     ("2", "sms/soft_bounce", "Absent Subscriber - Temporary"),
-    ("3", "reachability/unreachable", "Absent Subscriber - Permanent"),
-    ("4", "reachability/unreachable", "Call Barred by User"),
+    ("3", "reachability/unreachable (hard_bounce)", "Absent Subscriber - Permanent"),
+    ("4", "reachability/unreachable (hard_bounce)", "Call Barred by User"),
     ("5", "sms/soft_bounce", "Portability Error"),
     ("6", "sms/soft_bounce", "Anti-Spam Rejection"),
     ("7", "sms/soft_bounce", "Handset Busy"),
     ("8", "sms/soft_bounce", "Network Error"),
     ("10", "sms/soft_bounce", "Illegal Message"),
     ("11", "sms/soft_bounce", "Unroutable"),
-    ("12", "reachability/unreachable", "Destination Unreachable"),
+    ("12", "reachability/unreachable (hard_bounce)", "Destination Unreachable"),
     ("13", "sms/soft_bounce", "Subscriber Age Restriction"),
     ("14", "sms/soft_bounce", "Number Blocked by Carrier"),
     ("15", "sms/soft_bounce", "Prepaid Insufficient Funds"),
@@ -179,7 +168,7 @@ def test_get_query_post_form_and_post_json_give_the_same_events(engine) -> None:
     as_json = engine.map("vonage", json.dumps(item).encode(), content_type="application/json",
                          received_at=RECEIVED_AT)
     assert as_query.events == as_query_with_mark.events == as_form.events == as_json.events
-    assert outcome(as_json) == "reachability/unreachable"
+    assert outcome(as_json) == "reachability/unreachable (hard_bounce)"
 
 
 # --- timestamps ---------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ __all__ = [
     "check_golden",
     "engine_for",
     "golden_cases",
+    "outcome",
     "outcome_summary",
+    "outcomes",
     "without_idempotence_ids",
 ]
 
@@ -69,6 +71,27 @@ def assert_valid_events(engine: Engine, result: MapResult) -> None:
     for event in result.events:
         errors = engine.schema.errors(event)
         assert not errors, (event, errors)
+
+
+def outcomes(result: MapResult) -> list[str]:
+    """Each item's outcome in a compact form, for table-driven tests: ``type/action``
+    (with ``(reachability_update_type)`` where the event has one) per event, then
+    ``skip:<rule id>`` per skipped item, then ``dead:<reason>`` per dead letter."""
+    out = []
+    for e in result.events:
+        kind = e["data"].get("reachability_update_type")
+        out.append(f"{e['type']}/{e['action']}" + (f" ({kind})" if kind else ""))
+    out += [f"skip:{s.rule_id}" for s in result.skipped]
+    out += [f"dead:{d.reason}" for d in result.dead_letters]
+    return out
+
+
+def outcome(result: MapResult) -> str:
+    """The outcome of a one-item report, as :func:`outcomes` writes it."""
+    assert result.counts.received == 1, result.counts
+    found = outcomes(result)
+    assert len(found) == 1, found
+    return found[0]
 
 
 def without_idempotence_ids(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from odpmap.testing import (
     assert_valid_events,
     check_golden,
     golden_cases,
+    outcome,
     without_idempotence_ids,
 )
 from odpmap_brevo import brevo_custom
@@ -48,16 +49,6 @@ def event(name: str, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
-
-
-def outcome(result) -> str:  # type: ignore[no-untyped-def]
-    if result.events:
-        e = result.events[0]
-        extra = e["data"].get("reachability_update_type")
-        return f"{e['type']}/{e['action']}" + (f" ({extra})" if extra else "")
-    if result.skipped:
-        return f"skip:{result.skipped[0].rule_id}"
-    return f"dead:{result.dead_letters[0].reason}"
 
 
 # --- golden files --------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from odpmap.errors import SignatureConfigError
-from odpmap.testing import assert_accounting, assert_valid_events, check_golden, engine_for, golden_cases
+from odpmap.testing import assert_accounting, assert_valid_events, check_golden, engine_for, golden_cases, outcome
 
 HERE = Path(__file__).parent
 SAMPLES = HERE.parent / "src" / "odpmap_postmark" / "samples"
@@ -26,17 +26,6 @@ def run(engine, record: Any, **kwargs: Any):
     assert_accounting(result)
     assert_valid_events(engine, result)
     return result
-
-
-def outcome(result) -> str:
-    """``type/action[ (reachability_update_type)]`` of the one event, or ``skip:<rule>``, or ``dead:<reason>``."""
-    if result.events:
-        (e,) = result.events
-        kind = e["data"].get("reachability_update_type")
-        return f"{e['type']}/{e['action']}" + (f" ({kind})" if kind else "")
-    if result.skipped:
-        return f"skip:{result.skipped[0].rule_id}"
-    return f"dead:{result.dead_letters[0].reason}"
 
 
 def bounce(type_: str | None, code: int | None, **fields: Any) -> dict[str, Any]:

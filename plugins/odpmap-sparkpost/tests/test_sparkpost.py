@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from odpmap.testing import assert_accounting, assert_valid_events, check_golden, engine_for, golden_cases
+from odpmap.testing import assert_accounting, assert_valid_events, check_golden, engine_for, golden_cases, outcome
 from odpmap_sparkpost import sparkpost_events
 
 HERE = Path(__file__).parent
@@ -37,17 +37,6 @@ def map_batch(engine, batch: list[Any], **kw: Any):
     assert_accounting(result)
     assert_valid_events(engine, result)
     return result
-
-
-def outcome(result) -> str:
-    """'skip:<rule>', 'type/action', 'type/action:<reachability_update_type>' or 'dead:<reason>'."""
-    if result.skipped:
-        return f"skip:{result.skipped[0].rule_id}"
-    if result.dead_letters:
-        return f"dead:{result.dead_letters[0].reason}"
-    (ev,) = result.events
-    update = ev["data"].get("reachability_update_type")
-    return f"{ev['type']}/{ev['action']}" + (f":{update}" if update else "")
 
 
 # --- golden files ------------------------------------------------------------------------
@@ -105,7 +94,7 @@ def test_a_malformed_envelope_is_dead_lettered_alone(engine) -> None:
         ("injection", "message_event", "skip:injection"),
         ("delivery", "message_event", "email/delivery"),
         ("delay", "message_event", "skip:delay"),
-        ("spam_complaint", "message_event", "reachability/unreachable:spam_report"),
+        ("spam_complaint", "message_event", "reachability/unreachable (spam_report)"),
         ("policy_rejection", "message_event", "email/soft_bounce"),
         ("sms_status", "message_event", "skip:sms-status"),
         ("generation_failure", "gen_event", "email/soft_bounce"),
@@ -154,7 +143,7 @@ def test_unknown_future_event_type_is_a_dead_letter(engine) -> None:
 BOUNCE_CLASSES = [
     # (class, expected outcome, name in the value); SparkPost's Bounce Classification Codes.
     ("1", "email/soft_bounce", "Undetermined"),
-    ("10", "reachability/unreachable:hard_bounce", "Invalid Recipient"),
+    ("10", "reachability/unreachable (hard_bounce)", "Invalid Recipient"),
     ("20", "email/soft_bounce", "Soft Bounce"),
     ("21", "email/soft_bounce", "DNS Failure"),
     ("22", "email/soft_bounce", "Mailbox Full"),
@@ -162,7 +151,7 @@ BOUNCE_CLASSES = [
     ("24", "email/soft_bounce", "Timeout"),
     ("25", "email/soft_bounce", "Admin Failure"),
     ("26", "email/soft_bounce", "Smart Send Suppression"),
-    ("30", "reachability/unreachable:hard_bounce", "Generic Bounce: No RCPT"),
+    ("30", "reachability/unreachable (hard_bounce)", "Generic Bounce: No RCPT"),
     ("40", "email/soft_bounce", "Generic Bounce"),
     ("50", "email/soft_bounce", "Mail Block"),
     ("51", "email/soft_bounce", "Spam Block"),
@@ -190,7 +179,7 @@ def test_bounce_classes(engine, type_: str, bounce_class: str, expected: str, na
 
 def test_bounce_class_may_be_a_number(engine) -> None:
     result = map_batch(engine, [event("bounce", bounce_class=10, reason="550 5.1.1 unknown user")])
-    assert outcome(result) == "reachability/unreachable:hard_bounce"
+    assert outcome(result) == "reachability/unreachable (hard_bounce)"
 
 
 def test_bounce_reason_falls_back_to_raw_reason(engine) -> None:
@@ -215,7 +204,7 @@ def test_recipient_on_the_accounts_suppression_list_is_skipped(engine, type_: st
                                     "554 5.7.1 Recipient address suppressed due to System Policy"])
 def test_recipient_on_sparkposts_global_suppression_list_is_unreachable(engine, type_: str, reason: str) -> None:
     result = map_batch(engine, [event(type_, reason=reason)])
-    assert outcome(result) == "reachability/unreachable:hard_bounce"
+    assert outcome(result) == "reachability/unreachable (hard_bounce)"
     assert result.events[0]["data"]["value"] == f"Reason: {reason}"
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from odpmap import Engine
-from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases, without_idempotence_ids
+from odpmap.testing import assert_accounting, assert_valid_events, check_golden, golden_cases, outcome, without_idempotence_ids
 
 HERE = Path(__file__).parent
 SAMPLES = HERE.parent / "src" / "odpmap_twilio" / "samples"
@@ -65,17 +65,6 @@ def map_form(engine: Engine, body: bytes, **kwargs):
     assert_accounting(result)
     assert_valid_events(engine, result)
     return result
-
-
-def outcome(result) -> str:
-    """``type/action`` of the one event, or ``skip:<rule>``, or ``dead:<reason>``."""
-    assert result.counts.received == 1
-    if result.events:
-        (event,) = result.events
-        return f"{event['type']}/{event['action']}"
-    if result.skipped:
-        return f"skip:{result.skipped[0].rule_id}"
-    return f"dead:{result.dead_letters[0].reason}"
 
 
 # --- golden files ------------------------------------------------------------------------
@@ -141,14 +130,14 @@ def test_repeated_status_change_in_one_report_is_skipped_as_duplicate(engine) ->
 @pytest.mark.parametrize(("code", "expected", "reason"), [
     ("30003", "sms/soft_bounce", "Unreachable destination handset"),
     ("30004", "sms/soft_bounce", "Message blocked"),
-    ("30005", "reachability/unreachable", "Unknown destination handset"),
-    ("30006", "reachability/unreachable", "Landline or unreachable carrier"),
+    ("30005", "reachability/unreachable (hard_bounce)", "Unknown destination handset"),
+    ("30006", "reachability/unreachable (hard_bounce)", "Landline or unreachable carrier"),
     ("30007", "sms/soft_bounce", "Message filtered"),
     ("30008", "sms/soft_bounce", "Unknown error"),
     ("30034", "sms/soft_bounce", "US A2P 10DLC - Message from an Unregistered Number"),
-    ("21211", "reachability/unreachable", "Invalid 'To' Phone Number"),
-    ("21614", "reachability/unreachable", "'To' number is not a valid mobile number"),
-    ("21635", "reachability/unreachable", "'To' number cannot be a landline"),
+    ("21211", "reachability/unreachable (hard_bounce)", "Invalid 'To' Phone Number"),
+    ("21614", "reachability/unreachable (hard_bounce)", "'To' number is not a valid mobile number"),
+    ("21635", "reachability/unreachable (hard_bounce)", "'To' number cannot be a landline"),
     ("30010", "sms/soft_bounce", "Message price exceeds max price"),
     ("99999", "sms/soft_bounce", "Twilio error"),
 ])
