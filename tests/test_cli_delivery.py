@@ -326,6 +326,8 @@ def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert proc.returncode == 0, log.read_text()
     assert log.read_text().endswith("odpmap: stopped\n")
     assert json.loads(out.decode().splitlines()[0])["action"] == "delivery"  # the stdout sink got the event
+    # No secret is configured for sendgrid (or vonage), which sign their webhooks: serve says so.
+    assert "odpmap: warning: no webhook secret configured for sendgrid, vonage:" in log.read_text()
 
 
 def test_dispatch_runs_until_sigterm(odpmap: Invoke, fake_odp: FakeOdpServer, tmp_path: Path) -> None:

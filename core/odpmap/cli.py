@@ -432,6 +432,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, dispatch:
     try:
         def listening(url: str) -> None:
             click.echo(f"odpmap: listening on {url} (data directory {_show_path(config.data_dir)})", err=True)
+            unsigned = sorted(name for name, info in service.engine.providers.items()
+                              if info.verify is not None and not (config.providers.get(name) and config.providers[name].verifies))
+            if unsigned:
+                click.echo(
+                    f"odpmap: warning: no webhook secret configured for {', '.join(unsigned)}: their signatures "
+                    "are not checked, so anyone who knows the URL can post reports (providers.NAME.secret_env)",
+                    err=True,
+                )
 
         with config_errors():
             service.serve(host, port, on_listening=listening)
