@@ -33,6 +33,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .errors import TemplateSyntaxError, TemplateUndefinedError
+from .fastpath import compile_fast, with_fallback
 
 __all__ = [
     "CONTEXT_VARIABLES",
@@ -106,6 +107,8 @@ class OdpmapEnvironment(ImmutableSandboxedEnvironment):
         #: (native, source) -> (function, variables, ast): the same template text in
         #: several places or mappings is compiled once per environment.
         self.compiled_cache: dict[tuple[bool, str], tuple[Callable[..., Any], frozenset[str], Any]] = {}
+        #: Evaluate simple expressions without Jinja (see :mod:`odpmap.fastpath`).
+        self.fast_path = True
 
     def concat(self, parts: tuple[Any, ...]) -> str:
         pieces = [str(p) for p in parts]
@@ -289,6 +292,10 @@ def compile_value(
 
     template = _compile_template(env, ast, name, location[0])
     fn = _expression_function(template) if native else template.render
+    if native and env.fast_path:
+        fast = compile_fast(ast.body[0].node, env.filters)
+        if fast is not None:
+            fn = with_fallback(fast, fn)
     if allowed == CONTEXT_VARIABLES:
         env.compiled_cache[(native, value)] = (fn, names, ast)
     return CompiledValue(value, loc_text, native, fn, names, ast)
