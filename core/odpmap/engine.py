@@ -112,6 +112,8 @@ class ProviderInfo:
 class _MappingPaths:
     """The plugin through which ``Engine(mapping_paths=...)`` registers its mapping files."""
 
+    plugin_name = "mapping-paths"
+
     def __init__(self, paths: Iterable[str | PathLike[str]]) -> None:
         self.paths = [Path(p) for p in paths]
 
@@ -277,7 +279,7 @@ class Engine:
         sources: dict[str, str] = {}
         for provider, source in registered:
             file = provider.mapping_file()
-            if source.startswith("plugin _MappingPaths") or source == "plugin mapping-paths":
+            if source == self.pm.source_of(_MappingPaths.plugin_name):
                 source = f"mapping file {file}"
             try:
                 text = provider.mapping_text()

@@ -90,7 +90,7 @@ def make_plugin_manager(
     pm.add_hookspecs(hookspecs)
 
     for i, plugin in enumerate(plugins):
-        name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
+        name = getattr(plugin, "plugin_name", None) or getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
         _register(pm, plugin, name, dist=None)
 
     if autoload:
