@@ -354,3 +354,17 @@ def test_dispatch_runs_until_sigterm(odpmap: Invoke, fake_odp: FakeOdpServer, tm
     assert proc.returncode == 0, err.decode()
     assert err.decode().splitlines()[-1] == "odpmap: stopped"
     assert outbox_states(tmp_path / "data") == ["sent"]
+
+
+def test_prune_deletes_delivered_events_only(odpmap: Invoke, fake_odp: FakeOdpServer) -> None:
+    sent = odpmap("map", "-p", "sendgrid", "--sink", "odp", "--data-dir", "data", "--odp-base-url",
+                  fake_odp.base_url, DELIVERED)
+    assert sent.exit_code == 0
+    assert outbox_states(Path("data")) == ["sent"]
+    young = odpmap("prune", "--data-dir", "data")  # 30 days by default: nothing that old
+    assert young.exit_code == 0 and young.stderr == "odpmap: pruned 0 outbox row(s), 0 report(s), 0 tracking row(s)\n"
+    old = odpmap("prune", "--data-dir", "data", "--older-than", "-1s")
+    assert old.stderr == "odpmap: pruned 1 outbox row(s), 0 report(s), 0 tracking row(s)\n"
+    assert outbox_states(Path("data")) == []
+    bad = odpmap("prune", "--data-dir", "data", "--older-than", "soon")
+    assert bad.exit_code == 2 and "not a duration: 'soon'" in bad.stderr

@@ -540,3 +540,26 @@ def test_complete_report_is_one_transaction(tmp_path: Path, monkeypatch: pytest.
     # The events written before the failing dead letters were rolled back with them.
     assert store.status()["outbox_pending"] == 0
     assert [r.id for r in store.pending_reports()] == [rid]
+
+
+def test_prune_keeps_what_delivery_and_replay_still_need(tmp_path: Path) -> None:
+    clock = [1_000.0]
+    store = Store(tmp_path, clock=lambda: clock[0])
+    sent, pending = store.enqueue([_event(1), _event(2)], "acme")
+    store.mark_sent([sent])
+    kept = store.add_report("acme", b"[]", "application/json", {}, None)
+    store.complete_report(kept, [], [DeadLetter(reason="unmapped", message="x", provider="acme", item={},
+                                                 index=0, details={"report_id": kept})])
+    done = store.add_report("acme", b"[]", "application/json", {}, None)
+    store.complete_report(done, [], [])
+    waiting = store.add_report("acme", b"[]", "application/json", {}, None)
+    store.remember("acme", "m1", {"campaign_id": 1})
+    clock[0] = 5_000.0
+    assert store.prune(2_000.0) == {"outbox": 1, "reports": 1, "tracking": 0}
+    assert store.status()["outbox_pending"] == 1 and store.status()["outbox_sent"] == 0
+    assert store.get_report(kept) is not None and store.get_report(done) is None
+    assert [r.id for r in store.pending_reports()] == [waiting]
+    assert len(store.list_dead_letters()) == 1 and store.recall("acme", "m1") == {"campaign_id": 1}
+    assert store.prune(2_000.0, tracking_before=2_000.0)["tracking"] == 1
+    assert store.recall("acme", "m1") is None
+    del pending

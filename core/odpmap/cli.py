@@ -521,6 +521,47 @@ def status(config_path: str | None, data_dir: str | None, as_json: bool) -> None
         click.echo(format_status(figures, _show_path(config.data_dir)))
 
 
+def _duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``3600s`` or a number of days -> seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text) * 86400
+    except ValueError:
+        raise UsageFailure(f"not a duration: {text!r} (use e.g. 30d, 12h, 90m)") from None
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@click.option("--older-than", "older_than", default="30d", show_default=True,
+              help="Delete sent events and mapped reports older than this (30d, 12h, ...).")
+@click.option("--tracking-older-than", "tracking_older_than", default=None,
+              help="Also delete campaign tracking remembered longer ago than this (e.g. 180d).")
+def prune(config_path: str | None, data_dir: str | None, older_than: str, tracking_older_than: str | None) -> None:
+    """Delete delivered events and mapped reports the data directory no longer needs.
+
+    Pending events, reports not yet mapped, reports a dead letter refers to, cursors and
+    dead letters are kept. Run it from cron; keep --older-than past your providers'
+    retry windows.
+    """
+    import time
+
+    from .service import open_store
+
+    before = time.time() - _duration(older_than)
+    tracking_before = time.time() - _duration(tracking_older_than) if tracking_older_than else None
+    config = _load_config(config_path, data_dir, require_secrets=False)
+    with config_errors():
+        store = open_store(config, create=False)
+    with store:
+        deleted = store.prune(before, tracking_before=tracking_before)
+    click.echo(f"odpmap: pruned {deleted['outbox']} outbox row(s), {deleted['reports']} report(s), "
+               f"{deleted['tracking']} tracking row(s)", err=True)
+
+
 @cli.group("dead-letters")
 def dead_letters_group() -> None:
     """List, show and replay dead letters (odpmap never deletes them)."""

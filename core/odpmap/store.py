@@ -538,6 +538,35 @@ class Store:
 
     # --- cursors and tracking ---------------------------------------------------------
 
+    def prune(self, before: float, *, tracking_before: float | None = None) -> dict[str, int]:
+        """Delete what delivery no longer needs, older than ``before`` (epoch seconds):
+        sent and rejected outbox rows (a rejected event is kept as a dead letter), and
+        mapped or failed reports that no dead letter refers to (a replay re-reads those).
+        With ``tracking_before``, also campaign tracking remembered before then.
+
+        Never deletes pending events, unmapped reports, cursors or dead letters. A
+        provider event delivered again after its outbox row is pruned is enqueued again
+        (ODP sees its idempotence id twice): keep ``before`` well past the providers'
+        retry windows (SendGrid retries for 24 hours; days are safe).
+
+        :returns: how many rows were deleted, by table
+        """
+        with self._write() as conn:
+            outbox = conn.execute(
+                "DELETE FROM outbox WHERE state IN ('sent', 'rejected') AND COALESCE(sent_at, created_at) < ?",
+                (before,),
+            ).rowcount
+            reports = conn.execute(
+                "DELETE FROM reports WHERE state IN ('mapped', 'failed') AND received_at < ? AND id NOT IN "
+                "(SELECT json_extract(details, '$.report_id') FROM dead_letters "
+                " WHERE json_extract(details, '$.report_id') IS NOT NULL)",
+                (before,),
+            ).rowcount
+            tracking = 0
+            if tracking_before is not None:
+                tracking = conn.execute("DELETE FROM tracking WHERE created_at < ?", (tracking_before,)).rowcount
+        return {"outbox": outbox, "reports": reports, "tracking": tracking}
+
     def get_cursor(self, name: str) -> str | None:
         """The value of a pull job's cursor, or ``None`` when never set."""
         rows = self._read("SELECT value FROM cursors WHERE name = ?", (name,))
