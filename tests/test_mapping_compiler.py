@@ -20,6 +20,11 @@ VONAGE = ROOT / "mappings" / "vonage.yaml"
 SENDGRID = ROOT / "plugins" / "odpmap-sendgrid" / "src" / "odpmap_sendgrid" / "sendgrid.yaml"
 
 HEAD = "format: 1\nprovider: acme\nchannel: email\n"  # lines 1-3 of most cases
+# What every event needs (an identifier, data.ts, data.target_address), for valid mappings.
+DEFAULTS = (
+    "defaults:\n  identifiers: {email: '{{ item.to }}'}\n"
+    "  data: {ts: '{{ item.ts | epoch }}', target_address: '{{ item.to }}'}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +319,7 @@ def test_builtin_filters_and_declared_tables_lint_clean(
     write_mapping: Callable[[str, str], Path], linter: Engine
 ) -> None:
     # Built-in filters are known: lint finds nothing in a mapping using them.
-    path = write_mapping("acme.yaml", HEAD + textwrap.dedent("""\
+    path = write_mapping("acme.yaml", HEAD + DEFAULTS + textwrap.dedent("""\
         tables:
           codes: {"1": x}
         rules:
@@ -330,6 +335,29 @@ def test_builtin_filters_and_declared_tables_lint_clean(
 
 
 # -- lint ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("emit", "message"),
+    [
+        ("{action: open, data: {ts: 1700000000, target_address: a}}",
+         "an event needs at least one identifier (under identifiers: or defaults.identifiers:)"),
+        ("{action: open, identifiers: {email: a@b.co}, data: {target_address: a}}",
+         "an event needs data.ts (under data: or defaults.data:)"),
+        ("{action: open, identifiers: {email: a@b.co}, data: {ts: 1700000000}}",
+         "an event needs data.target_address (under data: or defaults.data:)"),
+    ],
+    ids=["no-identifier", "no-ts", "no-target-address"],
+)
+def test_event_missing_what_every_event_needs(write_mapping: Callable[[str, str], Path], linter: Engine,
+                                              emit: str, message: str) -> None:
+    path = write_mapping("acme.yaml", HEAD + f"rules:\n  - id: a\n    emit: {emit}\n")
+    assert [str(e) for e in linter.lint([path])] == [f"{path}:6:11: rules[0].emit: {message}"]
+
+
+def test_defaults_satisfy_what_every_event_needs(write_mapping: Callable[[str, str], Path], linter: Engine) -> None:
+    path = write_mapping("acme.yaml", HEAD + DEFAULTS + "rules:\n  - id: a\n    emit: {action: open}\n")
+    assert linter.lint([path]) == []
 
 
 def test_lint_reports_every_problem_of_a_file(write_mapping: Callable[[str, str], Path], linter: Engine) -> None:
@@ -412,7 +440,7 @@ def test_lint_shipped_mappings_are_clean(path: Path, linter: Engine) -> None:
 
 
 def test_allow_sent(write_mapping: Callable[[str, str], Path], hermetic_engine: Callable[..., Engine]) -> None:
-    write_mapping("acme.yaml", HEAD + "rules:\n  - id: a\n    emit:\n      action: sent\n")
+    write_mapping("acme.yaml", HEAD + DEFAULTS + "rules:\n  - id: a\n    emit:\n      action: sent\n")
     engine = hermetic_engine(allow_sent=True)
     assert engine.provider("acme").handled_events() == ["email/sent"]
 
@@ -422,7 +450,7 @@ def test_allow_sent(write_mapping: Callable[[str, str], Path], hermetic_engine: 
 
 def test_event_table_and_handled_events(hermetic_engine: Callable[..., Engine],
                                         write_mapping: Callable[[str, str], Path]) -> None:
-    write_mapping("acme.yaml", HEAD + textwrap.dedent("""\
+    write_mapping("acme.yaml", HEAD + DEFAULTS + textwrap.dedent("""\
         rules:
           - id: hard
             when: item.kind == "hard"
@@ -446,7 +474,7 @@ def test_event_table_and_handled_events(hermetic_engine: Callable[..., Engine],
         {"rule": "rest", "when": "(always)", "outcome": "skip: not interesting"},
     ]
     assert info.handled_events() == ["reachability/unreachable (hard_bounce)", "email/open", "email/click"]
-    assert info.mapping.rules[0].location == f"{info.mapping_file}:5:5"
+    assert info.mapping.rules[0].location == f"{info.mapping_file}:8:5"  # after HEAD and DEFAULTS
 
 
 # -- extends --------------------------------------------------------------------------

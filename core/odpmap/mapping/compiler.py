@@ -484,6 +484,7 @@ class MappingCompiler:
         data = dict(default_data)
         for k in raw.get("data") or {}:
             data[k] = value((*path, "data", k))
+        failed = any(v is None for v in (*ids.values(), *data.values()))  # already reported
         # An explicit null removes a default.
         ids = {k: v for k, v in ids.items() if v is not None and not (isinstance(v, Literal) and v.value is None)}
         data = {k: v for k, v in data.items() if v is not None and not (isinstance(v, Literal) and v.value is None)}
@@ -491,7 +492,24 @@ class MappingCompiler:
             raise MappingSyntaxError("event type or action failed to compile", **_kw(pos), pointer=pointer)
         if isinstance(type_, Literal) and isinstance(action, Literal):
             self._check_pair(type_.value, action.value, data, doc, path, pointer)
+        if not failed:
+            self._check_required(ids, data, pos, pointer)
         return CompiledEvent(pointer, _loc_text(pos), type_, action, tuple(ids.items()), tuple(data.items()))
+
+    def _check_required(self, ids: Mapping[str, Value], data: Mapping[str, Value], pos: Pos | None,
+                        pointer: str) -> None:
+        """Every event needs an identifier and the catalogue's required data fields (ts,
+        target_address): a rule that can never build a valid event is a load-time error."""
+        if not ids:
+            raise MappingSyntaxError(
+                "an event needs at least one identifier (under identifiers: or defaults.identifiers:)",
+                **_kw(pos), pointer=pointer,
+            )
+        missing = [n for n, rules in self.catalogue.fields.items() if rules.get("required") and n not in data]
+        if missing:
+            raise MappingSyntaxError(
+                f"an event needs data.{missing[0]} (under data: or defaults.data:)", **_kw(pos), pointer=pointer
+            )
 
     def _check_pair(self, type_: Any, action: Any, data: Mapping[str, Value], doc: PosDict,
                     path: tuple[Any, ...], pointer: str) -> None:
