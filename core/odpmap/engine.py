@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.resources.abc import Traversable
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from .mapping.compiler import CompiledMapping, CompiledRule, MappingCompiler
 from .mapping.loader import PosDict, load_yaml
 from .outcomes import DeadLetter, MapResult, Skipped
 from .plugins import PluginManager, make_plugin_manager
-from .registry import NamedRegistry, Provider
+from .registry import NamedRegistry, Provider, Traversable
 from .sinks import SendReport, Sink
 from .templating import make_environment
 from .validation import EventSchema
