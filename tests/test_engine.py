@@ -905,3 +905,18 @@ def test_only_maps_the_selected_items() -> None:
     assert result.counts.received == 1 and result.counts.balanced()
     assert [e["identifiers"]["phone"] for e in result.events] == ["+447700900003"]
     assert engine.map("vonage", receipts, only=[1]).dead_letters[0].index == 1
+
+
+def test_engine_as_a_context_manager_closes_its_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    with Engine(autoload=False, data_dir=tmp_path) as engine:
+        engine.remember("vonage", "m-1", {"campaign_id": 1})
+        store = engine._tracking_store(create=False)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        store.recall("vonage", "m-1")
+    # The engine reopens its store when needed again.
+    assert engine.map("vonage", {"msisdn": "447700900001", "status": "delivered", "err-code": "0",
+                                 "message-timestamp": "2024-01-01 00:00:00", "messageId": "m-1"}
+                      ).events[0]["data"]["campaign_id"] == 1
+    engine.close()

@@ -513,7 +513,11 @@ def _event(n: int) -> dict[str, Any]:
 
 
 def test_complete_report_stores_events_dead_letters_and_state_together(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    with Store(tmp_path) as store:
+        _complete_report_checks(store)
+
+
+def _complete_report_checks(store: Store) -> None:
     rid = store.add_report("acme", b"{}", "application/json", {}, None)
     letter = DeadLetter(reason="unmapped", message="no rule", provider="acme", item={"x": 1}, index=1)
     ids = store.complete_report(rid, [_event(1), _event(2)], [letter])
@@ -527,7 +531,11 @@ def test_complete_report_stores_events_dead_letters_and_state_together(tmp_path:
 
 
 def test_complete_report_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = Store(tmp_path)
+    with Store(tmp_path) as store:
+        _one_transaction_checks(store, monkeypatch)
+
+
+def _one_transaction_checks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     rid = store.add_report("acme", b"{}", "application/json", {}, None)
     letter = DeadLetter(reason="unmapped", message="x", provider="acme", item={})
 
@@ -544,7 +552,11 @@ def test_complete_report_is_one_transaction(tmp_path: Path, monkeypatch: pytest.
 
 def test_prune_keeps_what_delivery_and_replay_still_need(tmp_path: Path) -> None:
     clock = [1_000.0]
-    store = Store(tmp_path, clock=lambda: clock[0])
+    with Store(tmp_path, clock=lambda: clock[0]) as store:
+        _prune_checks(store, clock)
+
+
+def _prune_checks(store: Store, clock: list[float]) -> None:
     sent, pending = store.enqueue([_event(1), _event(2)], "acme")
     store.mark_sent([sent])
     kept = store.add_report("acme", b"[]", "application/json", {}, None)

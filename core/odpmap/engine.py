@@ -676,6 +676,12 @@ class Engine:
             raise ConfigError(f"not campaign tracking fields: {', '.join(sorted(unknown))} (known: {fields})")
         self._tracking_store(create=True).remember(provider, str(message_id), dict(tracking))
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Release the engine's store connections (the engine stays usable)."""
         store, self._tracking = self._tracking, (None if isinstance(self._tracking_spec, str) else self._tracking)

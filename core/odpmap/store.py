@@ -234,6 +234,13 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def __del__(self) -> None:
+        # A store dropped without close() (an embedding app's engine going away) closes
+        # its connection instead of leaving it to the garbage collector's warning.
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: takes the write lock up front)."""
