@@ -1,6 +1,6 @@
 """The expression fast path gives exactly what Jinja gives, errors included.
 
-Each expression is compiled twice, with and without the fast path, and evaluated over
+Each expression or text template is compiled twice, with and without the fast path, and evaluated over
 generated report items (nested mappings, lists, None, numbers, strings): the results,
 or the exception types, must be equal.
 """
@@ -43,6 +43,20 @@ EXPRESSIONS = [
     "{{ received_at }}",
     "{{ channel }}",
     "{{ item.a | lookup('t') }}",
+    "{{ item.a ~ ':' ~ item.b }}",
+    "{{ item.a | default('z') }}",
+    "{{ item.a | default(item.n, true) }}",
+    "{{ item.a | regex_search('x|1') }}",
+    "{{ item.a | e164(country_code=44) }}",
+    "{{ item.n | default(item.a) }}",
+    "{{ item.a | replace('x', 'y') }}",
+    "{{ item.n | epoch(format='%y%m%d%H%M') }}",
+    "{{ item.a | string | lower | replace(old='x', new='q') }}",
+    "{{ (item.a ~ ':' ~ item.n) if item.a is defined else none }}",
+    "Reason: {{ item.a }} (code {{ item.n }})",
+    "x{{ item.a | lower }}y{{ item.b }}",
+    "{{ item.a }}{{ item.b }}",
+    "no braces here",
     "{{ item.a in (item.b, 'x') }}",
 ]
 

@@ -33,7 +33,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from .errors import TemplateSyntaxError, TemplateUndefinedError
-from .fastpath import compile_fast, with_fallback
+from .fastpath import compile_fast, compile_fast_text, with_fallback
 
 __all__ = [
     "CONTEXT_VARIABLES",
@@ -292,8 +292,9 @@ def compile_value(
 
     template = _compile_template(env, ast, name, location[0])
     fn = _expression_function(template) if native else template.render
-    if native and env.fast_path:
-        fast = compile_fast(ast.body[0].node, env.filters)
+    if env.fast_path:
+        fast = (compile_fast(ast.body[0].node, env.filters, env.concat) if native
+                else compile_fast_text(ast, env.filters, env.concat))
         if fast is not None:
             fn = with_fallback(fast, fn)
     if allowed == CONTEXT_VARIABLES:
